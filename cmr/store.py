@@ -1,0 +1,194 @@
+"""The site's local case store: de-identified arrays, masks and attributes.
+
+Layout under ``SITE_DIR/store``::
+
+    index.sqlite        one row per case (the index; SQLite so a site can query it)
+    cases/<case_id>.npz image float32 [slice,row,col], mask uint8 (optional)
+
+``case_id`` is a salted hash of the hospital's identifiers (``cmr.deid``); nothing
+in the store can be traced back without the site's salt, which never leaves the
+site. Writing the same case twice with the same content changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cmr.attributes import SubgroupAttributes
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id            TEXT PRIMARY KEY,
+    content_sha256     TEXT NOT NULL,
+    n_slices           INTEGER NOT NULL,
+    n_rows             INTEGER NOT NULL,
+    n_columns          INTEGER NOT NULL,
+    row_spacing_mm     REAL NOT NULL,
+    column_spacing_mm  REAL NOT NULL,
+    slice_spacing_mm   REAL NOT NULL,
+    has_mask           INTEGER NOT NULL,
+    sex                TEXT NOT NULL,
+    age_band           TEXT NOT NULL,
+    ethnicity          TEXT NOT NULL,
+    vendor             TEXT NOT NULL,
+    field_strength     TEXT NOT NULL,
+    case_labels_json   TEXT NOT NULL,
+    affine_ras_json    TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class CaseEntry:
+    """One row of the index: what a task needs to know without loading arrays."""
+
+    case_id: str
+    n_slices: int
+    n_rows: int
+    n_columns: int
+    row_spacing_mm: float
+    column_spacing_mm: float
+    slice_spacing_mm: float
+    has_mask: bool
+    attributes: SubgroupAttributes
+    case_labels: dict[str, str] = field(default_factory=dict)  # e.g. scar_type
+    affine_ras: tuple[tuple[float, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    entry: CaseEntry
+    image: np.ndarray  # float32 [slice, row, column]
+    mask: np.ndarray | None  # uint8 [slice, row, column], cmr.labels convention
+
+
+def content_sha256(image: np.ndarray, mask: np.ndarray | None) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
+    if mask is not None:
+        digest.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+class CaseStore:
+    def __init__(self, site_dir: Path | str) -> None:
+        self.root = Path(site_dir) / "store"
+        self.cases_dir = self.root / "cases"
+        self.index_path = self.root / "index.sqlite"
+
+    def exists(self) -> bool:
+        return self.index_path.is_file()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.cases_dir.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.index_path)
+        connection.execute(_SCHEMA)
+        return connection
+
+    def put(
+        self,
+        case_id: str,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        spacing_mm: tuple[float, float, float],
+        attributes: SubgroupAttributes,
+        case_labels: dict[str, str] | None = None,
+        affine_ras: np.ndarray | None = None,
+    ) -> bool:
+        """Store one case; returns False when an identical case is already stored."""
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if image.ndim != 3:
+            raise ValueError(f"case {case_id}: image must be [slice,row,col], got {image.shape}")
+        if mask is not None:
+            mask = np.ascontiguousarray(mask, dtype=np.uint8)
+            if mask.shape != image.shape:
+                raise ValueError(
+                    f"case {case_id}: mask shape {mask.shape} differs from image {image.shape}"
+                )
+        sha = content_sha256(image, mask)
+        labels_json = json.dumps(case_labels or {}, sort_keys=True)
+        affine_json = json.dumps(
+            [] if affine_ras is None else np.round(np.asarray(affine_ras), 6).tolist()
+        )
+        with closing(self._connect()) as db, db:
+            row = db.execute(
+                "SELECT content_sha256, sex, age_band, ethnicity, vendor, field_strength,"
+                " case_labels_json FROM cases WHERE case_id = ?",
+                (case_id,),
+            ).fetchone()
+            attribute_values = (
+                attributes.sex,
+                attributes.age_band,
+                attributes.ethnicity,
+                attributes.vendor,
+                attributes.field_strength,
+            )
+            if row is not None and row == (sha, *attribute_values, labels_json):
+                return False
+            array_path = self.cases_dir / f"{case_id}.npz"
+            temporary = array_path.with_suffix(".tmp.npz")
+            arrays = {"image": image} if mask is None else {"image": image, "mask": mask}
+            np.savez_compressed(temporary, **arrays)
+            temporary.replace(array_path)
+            db.execute(
+                "INSERT OR REPLACE INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    case_id,
+                    sha,
+                    *image.shape,
+                    *map(float, spacing_mm),
+                    int(mask is not None),
+                    *attribute_values,
+                    labels_json,
+                    affine_json,
+                ),
+            )
+        return True
+
+    def entries(self) -> list[CaseEntry]:
+        if not self.exists():
+            return []
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT case_id, n_slices, n_rows, n_columns, row_spacing_mm,"
+                " column_spacing_mm, slice_spacing_mm, has_mask, sex, age_band, ethnicity,"
+                " vendor, field_strength, case_labels_json, affine_ras_json"
+                " FROM cases ORDER BY case_id"
+            ).fetchall()
+        return [
+            CaseEntry(
+                case_id=r[0],
+                n_slices=r[1],
+                n_rows=r[2],
+                n_columns=r[3],
+                row_spacing_mm=r[4],
+                column_spacing_mm=r[5],
+                slice_spacing_mm=r[6],
+                has_mask=bool(r[7]),
+                attributes=SubgroupAttributes(*r[8:13]),
+                case_labels=json.loads(r[13]),
+                affine_ras=tuple(tuple(row) for row in json.loads(r[14])),
+            )
+            for r in rows
+        ]
+
+    def load(self, entry: CaseEntry) -> StoredCase:
+        with np.load(self.cases_dir / f"{entry.case_id}.npz") as arrays:
+            image = arrays["image"]
+            mask = arrays["mask"] if "mask" in arrays.files else None
+        return StoredCase(entry=entry, image=image, mask=mask)
+
+    def __iter__(self) -> Iterator[StoredCase]:
+        for entry in self.entries():
+            yield self.load(entry)
+
+    def __len__(self) -> int:
+        return len(self.entries())

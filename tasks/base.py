@@ -1,0 +1,99 @@
+"""The contract every tissue-characterisation task fulfils.
+
+A task is plain PyTorch/MONAI: it builds its network, trains it on a site's case
+store and evaluates it case by case. The Flower apps call exactly these methods
+and nothing else, so a task runs and is tested without Flower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from cmr.attributes import SubgroupAttributes
+from cmr.store import CaseEntry, CaseStore
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the server asks of one round of local training (from run config)."""
+
+    local_epochs: int = 1
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    proximal_mu: float = 0.0  # FedProx: 0 means plain local SGD
+    max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    num_examples: int  # distinct training examples (slices) at this site
+    num_examples_seen: int  # examples processed, all epochs together
+    steps: int  # optimiser steps
+    mean_loss: float
+    seconds: float
+
+    @property
+    def examples_per_second(self) -> float:
+        return 0.0 if self.seconds <= 0 else self.num_examples_seen / self.seconds
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """Per-case evaluation result. Site-local: never sent over the network."""
+
+    case_id: str
+    site_id: str
+    attributes: SubgroupAttributes
+    metrics: dict[str, float]  # continuous metrics, NaN where undefined
+    calls: dict[str, bool] = field(default_factory=dict)  # binary reference/prediction pairs
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    records: list[CaseRecord]
+    summary: dict[str, float]  # means over cases, the scalars that may cross the network
+    num_examples: int  # cases evaluated
+
+
+class Task(Protocol):
+    name: str
+
+    def build_model(self) -> torch.nn.Module: ...
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        store: CaseStore,
+        settings: TrainSettings,
+        device: torch.device,
+    ) -> TrainOutcome: ...
+
+    def evaluate(
+        self,
+        model: torch.nn.Module,
+        store: CaseStore,
+        device: torch.device,
+        site_id: str,
+    ) -> Evaluation: ...
+
+
+def is_validation_case(entry: CaseEntry, validation_fraction: float) -> bool:
+    """Deterministic per-case split: the same case is always on the same side."""
+    bucket = int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return bucket < validation_fraction
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), the CPU otherwise."""
+    if prefer == "cpu":
+        return torch.device("cpu")
+    if prefer in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if prefer == "cuda":
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible")
+    return torch.device("cpu")
