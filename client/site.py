@@ -1,0 +1,51 @@
+"""Which hospital site a ClientApp instance serves, and where its data lives."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmr.store import CaseStore
+
+SITE_CONFIG_FILE = "site.toml"
+
+
+class SiteNotFoundError(RuntimeError):
+    """The SuperNode was started without a usable site folder."""
+
+
+@dataclass(frozen=True)
+class Site:
+    site_id: str
+    site_dir: Path
+
+    @property
+    def store(self) -> CaseStore:
+        return CaseStore(self.site_dir)
+
+
+def load_site(site_dir: Path) -> Site:
+    site_dir = Path(site_dir)
+    if not CaseStore(site_dir).exists():
+        raise SiteNotFoundError(
+            f"{site_dir}: no case store (store/index.sqlite); run "
+            f"'cmrfl site ingest DICOM_DIR --site-dir {site_dir}' first"
+        )
+    config_path = site_dir / SITE_CONFIG_FILE
+    site_id = site_dir.name
+    if config_path.is_file():
+        site_id = str(tomllib.loads(config_path.read_text()).get("name", site_id))
+    return Site(site_id=site_id, site_dir=site_dir)
+
+
+def resolve_site(node_config: dict[str, Any], simulated_site_dirs: list[Path] | None) -> Site:
+    """Deployment: ``--node-config 'site-dir="..."'``; simulation: the partition's site."""
+    if "site-dir" in node_config:
+        return load_site(Path(str(node_config["site-dir"])))
+    if simulated_site_dirs is not None and "partition-id" in node_config:
+        return load_site(simulated_site_dirs[int(node_config["partition-id"])])
+    raise SiteNotFoundError(
+        "this SuperNode has no site folder: start it with --node-config 'site-dir=\"/path\"'"
+    )

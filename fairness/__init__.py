@@ -1,0 +1,1 @@
+"""Fairness: see ARCHITECTURE.md for what this package owns."""

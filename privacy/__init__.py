@@ -1,0 +1,1 @@
+"""Privacy: see ARCHITECTURE.md for what this package owns."""

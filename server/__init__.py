@@ -1,0 +1,1 @@
+"""The consortium side: the Flower ServerApp (strategy, rounds, checkpoints)."""

@@ -1,0 +1,57 @@
+"""The Flower ServerApp: read the run config, run the rounds, write the outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.config import FederationConfig
+from server.federation import RoundCallback, run_federation
+from server.run_outputs import plot_dice_per_round, write_final_model, write_metrics_csv, write_summary
+
+log = logging.getLogger("cmrfl.server")
+
+
+def make_server_app(
+    config_overrides: dict[str, Any] | None = None,
+    on_round_end: RoundCallback | None = None,
+) -> ServerApp:
+    """A ServerApp; ``config_overrides`` stand in for ``--run-config`` in simulations."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = FederationConfig.from_run_config(
+            {**dict(context.run_config), **(config_overrides or {})}
+        )
+        run_dir = Path(config.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+        def after_round(history: list[dict[str, Any]]) -> None:
+            write_metrics_csv(run_dir, history)
+            if on_round_end is not None:
+                on_round_end(history)
+
+        result = run_federation(grid, config, on_round_end=after_round)
+        outputs = {
+            "metrics_csv": str(write_metrics_csv(run_dir, result.history)),
+            "final_model": str(write_final_model(run_dir, result.arrays, config)),
+            "dice_plot": str(plot_dice_per_round(run_dir, result.history)),
+        }
+        summary = write_summary(
+            run_dir,
+            config,
+            result.history,
+            outputs,
+            extra={"resumed_from_round": result.resumed_from_round},
+        )
+        log.info("run finished: %s", summary)
+
+    return app
+
+
+app = make_server_app()

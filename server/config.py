@@ -1,0 +1,90 @@
+"""The run configuration of a federation, validated once when a run starts.
+
+Values arrive through Flower's ``context.run_config`` (``[tool.flwr.app.config]``
+in pyproject.toml, overridden by ``flwr run --run-config``). The defaults below are
+the same as in pyproject.toml: the Python simulation API does not read that file,
+and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class RunConfigError(ValueError):
+    """A run-config key has a value the federation cannot run with."""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    task: str = "lge"
+    num_server_rounds: int = 5
+    strategy: str = "fedavg"
+    fraction_train: float = 1.0
+    min_train_sites: int = 2
+    min_available_sites: int = 2
+    local_epochs: int = 1
+    batch_size: int = 8
+    learning_rate: float = 0.002
+    proximal_mu: float = 0.0
+    max_local_steps: int = 0
+    server_learning_rate: float = 0.01
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str = "runs/latest"
+    resume: bool = True
+    round_timeout_s: float = 3600.0
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> FederationConfig:
+        """Build from Flower's run config (kebab-case keys); unknown keys are errors."""
+        by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
+        unknown = sorted(set(run_config) - set(by_key))
+        if unknown:
+            raise RunConfigError(
+                f"unknown run-config key(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(by_key))}"
+            )
+        values: dict[str, Any] = {}
+        for key, value in run_config.items():
+            field = by_key[key]
+            expected = type(getattr(cls, field.name))
+            try:
+                if expected is bool and not isinstance(value, bool):
+                    raise TypeError
+                values[field.name] = expected(value)
+            except (TypeError, ValueError):
+                raise RunConfigError(
+                    f"run-config {key}={value!r}: expected {expected.__name__}"
+                ) from None
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+    def validate(self) -> None:
+        problems = []
+        if self.strategy not in STRATEGIES:
+            problems.append(f"strategy={self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.device not in DEVICES:
+            problems.append(f"device={self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.num_server_rounds < 1:
+            problems.append("num-server-rounds must be at least 1")
+        if not 0.0 < self.fraction_train <= 1.0:
+            problems.append("fraction-train must be in (0, 1]")
+        if self.min_train_sites < 1 or self.min_available_sites < self.min_train_sites:
+            problems.append("need 1 <= min-train-sites <= min-available-sites")
+        if self.local_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            problems.append("local-epochs, batch-size and learning-rate must be positive")
+        if self.proximal_mu < 0 or self.max_local_steps < 0:
+            problems.append("proximal-mu and max-local-steps must not be negative")
+        if self.strategy == "fedprox" and self.proximal_mu <= 0:
+            problems.append("strategy=fedprox needs proximal-mu > 0")
+        if problems:
+            raise RunConfigError("invalid run config: " + "; ".join(problems))

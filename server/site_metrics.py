@@ -1,0 +1,48 @@
+"""Turning the scalars that sites send into per-site and consortium metrics.
+
+Sites send sums and counts (``<metric>-sum``, ``<metric>-count``), never means, so
+that the consortium mean is exact (a mean of site means would weight a site with
+3 validation cases like one with 300) and a metric that is undefined at a site
+(no scar case) simply contributes a count of 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+from flwr.app import MetricRecord, RecordDict
+
+SUM_SUFFIX = "-sum"
+COUNT_SUFFIX = "-count"
+
+
+def means_from_sums(values: dict[str, float]) -> dict[str, float]:
+    """``{x-sum, x-count, y, ...}`` → ``{x: mean or NaN, y, ...}``."""
+    means: dict[str, float] = {}
+    for key, value in values.items():
+        if key.endswith(SUM_SUFFIX):
+            name = key[: -len(SUM_SUFFIX)]
+            count = values.get(name + COUNT_SUFFIX, 0.0)
+            means[name] = value / count if count else math.nan
+        elif not key.endswith(COUNT_SUFFIX):
+            means[key] = value
+    return means
+
+
+def aggregate_site_metrics(replies: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Consortium metrics: sums and counts add up; other scalars are example-weighted."""
+    totals: dict[str, float] = {}
+    weighted: dict[str, float] = {}
+    total_weight = 0.0
+    for reply in replies:
+        metrics = next(iter(reply.metric_records.values()))
+        weight = float(metrics[weighted_by_key])
+        total_weight += weight
+        for key, value in metrics.items():
+            if key.endswith((SUM_SUFFIX, COUNT_SUFFIX)) or key == weighted_by_key:
+                totals[key] = totals.get(key, 0.0) + float(value)
+            else:
+                weighted[key] = weighted.get(key, 0.0) + float(value) * weight
+    aggregated = {k: v / total_weight for k, v in weighted.items()} if total_weight else {}
+    aggregated.update(totals)
+    return MetricRecord(aggregated)
