@@ -44,17 +44,25 @@ class LocalFederation:
     ) -> None:
         self.site_dirs = [Path(d).resolve() for d in site_dirs]
         self.work_dir = Path(work_dir).resolve()
-        self.fleet_address = f"127.0.0.1:{base_port}"
-        self.control_address = f"127.0.0.1:{base_port + 1}"
-        self.serverappio_port = base_port + 2
+        # Flower >= 1.40 serves the Fleet, Control and Runtime APIs on one HTTP port.
+        self.superlink_port = base_port
+        self.superlink_address = f"127.0.0.1:{base_port}"
         self.supernode_ports = [base_port + 10 + i for i in range(len(self.site_dirs))]
         self.insecure = insecure
         self.processes: dict[str, subprocess.Popen] = {}
         self.flwr_home = self.work_dir / "flwr-home"
+        # The SuperLink and SuperNodes start Flower's helper executables from PATH.
+        self.environment = {
+            **os.environ,
+            "PATH": f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(self.flwr_home),
+        }
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = (self.work_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir, env=self.environment
+        )
         self.processes[name] = process
         return process
 
@@ -65,9 +73,8 @@ class LocalFederation:
             [
                 str(_BIN / "flower-superlink"),
                 *(["--insecure"] if self.insecure else []),
-                "--fleet-api-address", self.fleet_address,
-                "--control-api-address", self.control_address,
-                "--port", str(self.serverappio_port),
+                "--host", "127.0.0.1",
+                "--port", str(self.superlink_port),
                 "--database", str(self.work_dir / "superlink.sqlite"),
                 "--disable-runtime-dependency-installation",
             ],
@@ -79,7 +86,7 @@ class LocalFederation:
             [
                 str(_BIN / "flower-supernode"),
                 *(["--insecure"] if self.insecure else []),
-                "--superlink", self.fleet_address,
+                "--superlink", self.superlink_address,
                 "--node-config", f'site-dir="{self.site_dirs[index]}"',
                 "--port", str(self.supernode_ports[index]),
                 "--max-retries", "30",
@@ -92,7 +99,7 @@ class LocalFederation:
             "[superlink]\n"
             'default = "cmrfl"\n\n'
             "[superlink.cmrfl]\n"
-            f'address = "{self.control_address}"\n'
+            f'address = "{self.superlink_address}"\n'
             f"insecure = {'true' if self.insecure else 'false'}\n"
         )
 
@@ -106,7 +113,6 @@ class LocalFederation:
 
     def run(self, run_config: dict[str, Any], timeout_s: float = 1800) -> subprocess.CompletedProcess:
         """Submit the cmrfl app with ``flwr run`` and stream it to the end."""
-        environment = {**os.environ, "FLWR_HOME": str(self.flwr_home)}
         app_dir = self._app_copy()
         return subprocess.run(
             [
@@ -114,7 +120,7 @@ class LocalFederation:
                 "--run-config", run_config_argument(run_config),
                 "--stream",
             ],
-            env=environment,
+            env=self.environment,
             timeout=timeout_s,
             capture_output=True,
             text=True,

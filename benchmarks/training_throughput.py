@@ -1,0 +1,60 @@
+"""LGE training throughput (slices/s): CPU against CUDA (mixed precision) when present.
+
+Both are measured in the same run on the same synthetic site, the CPU first as the
+baseline. The first steps (warm-up: allocator, cuDNN autotuning, caches) are not timed.
+
+    .venv/bin/python benchmarks/training_throughput.py [--steps 60 --batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import make_sites, save  # noqa: E402
+from cmr.store import CaseStore  # noqa: E402
+from tasks import get_task  # noqa: E402
+from tasks.base import TrainSettings  # noqa: E402
+
+
+def slices_per_second(store: CaseStore, device: torch.device, steps: int, warmup: int, batch_size: int) -> float:
+    task = get_task("lge")
+    model = task.build_model()
+    task.train(model, store, TrainSettings(batch_size=batch_size, max_steps=warmup), device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    outcome = task.train(model, store, TrainSettings(batch_size=batch_size, max_steps=steps, local_epochs=100), device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return outcome.num_examples_seen / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--cases", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        store = CaseStore(make_sites(Path(scratch), 1, args.cases, seed=0)[0])
+        figures = {"cpu": slices_per_second(store, torch.device("cpu"), args.steps, args.warmup, args.batch_size)}
+        if torch.cuda.is_available():
+            figures["cuda"] = slices_per_second(store, torch.device("cuda"), args.steps, args.warmup, args.batch_size)
+    for device, rate in figures.items():
+        print(f"{device:>5}: {rate:8.1f} slices/s (batch {args.batch_size})")
+    if "cuda" in figures:
+        print(f"cuda/cpu = {figures['cuda'] / figures['cpu']:.1f}x")
+    save("training_throughput", {"settings": vars(args), "slices_per_second": figures})
+
+
+if __name__ == "__main__":
+    main()
