@@ -1,0 +1,295 @@
+"""A consortium of synthetic hospitals: plan the sites, then generate and write every case.
+
+Every random draw comes from its own stream keyed by (seed, site, case, purpose),
+so a seed fixes every byte written, and adding sites leaves the existing sites
+unchanged (their scar-type quotas depend on the number of cases per site).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from cmr.labels import TissueLabel
+from cmr.phantom import knobs
+from cmr.phantom.acquisition import plan_acquisition
+from cmr.phantom.anatomy import sample_heart
+from cmr.phantom.demographics import Patient, assign_scar_types, sample_patient, site_demographics
+from cmr.phantom.dicom_writer import SeriesUids, encode_pixels, series_folder_name, write_lge_series
+from cmr.phantom.identity import derive_uid, institution, sample_identity
+from cmr.phantom.lge_signal import sample_relaxation, tissue_signal_table
+from cmr.phantom.mask_writer import write_mask
+from cmr.phantom.render import render_magnitude, render_mask, render_signal, render_tissue
+from cmr.phantom.scanners import sample_scanner, site_vendor_and_field
+from cmr.phantom.scar import sample_scar, sample_scar_pattern
+from cmr.phantom.spec import CaseTruth, ConsortiumSpec, SiteSpec, SubgroupDifficulty
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = (
+    "patient_id", "series_instance_uid", "mask_file", "ethnicity", "scar_type", "height_cm", "weight_kg",
+)
+_SITE_FOLDER = re.compile(r"site-\d{2,}")
+
+
+class _Stream(IntEnum):
+    """Purpose of a random stream; part of the seed key, so never renumber."""
+
+    VENDORS = 1
+    ARCHETYPES = 2
+    SCANNER = 3
+    DEMOGRAPHICS = 4
+    SCAR_ASSIGNMENT = 5
+    PATIENT = 10
+    IDENTITY = 11
+    SCAR_PATTERN = 12
+    HEART = 13
+    SCAR = 14
+    RELAXATION = 15
+    ACQUISITION = 16
+    BIAS = 17
+    NOISE = 18
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([seed % 2**64, *key])
+
+
+def site_id(site_index: int) -> str:
+    return f"site-{site_index + 1:02d}"
+
+
+def plan_sites(n_sites: int, seed: int) -> tuple[SiteSpec, ...]:
+    """Each site's scanner, protocol and patient mix (no cases yet)."""
+    sites = []
+    for index in range(n_sites):
+        vendor, field = site_vendor_and_field(
+            index, _rng(seed, 0, _Stream.VENDORS), _rng(seed, 1, index, _Stream.VENDORS)
+        )
+        name, address = institution(index)
+        sites.append(
+            SiteSpec(
+                site_id=site_id(index),
+                institution_name=name,
+                institution_address=address,
+                scanner=sample_scanner(_rng(seed, 1, index, _Stream.SCANNER), index, vendor, field),
+                demographics=site_demographics(
+                    index, _rng(seed, 0, _Stream.ARCHETYPES), _rng(seed, 1, index, _Stream.DEMOGRAPHICS)
+                ),
+            )
+        )
+    return tuple(sites)
+
+
+def _in_harder_group(patient: Patient, difficulty: SubgroupDifficulty | None) -> bool:
+    if difficulty is None:
+        return False
+    value = {"sex": patient.sex, "ethnicity": patient.ethnicity, "age_band": patient.age_band}[difficulty.attribute]
+    return value == difficulty.group
+
+
+def _prepare_output(out_dir: Path) -> None:
+    """Create ``out_dir``; replace an earlier phantom there, refuse to touch anything else."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    foreign = [
+        p.name for p in out_dir.iterdir()
+        if not (p.name == "consortium.json" or (p.is_dir() and _SITE_FOLDER.fullmatch(p.name)))
+    ]
+    if foreign:
+        raise FileExistsError(
+            f"{out_dir}: holds {sorted(foreign)[:5]}, which is not phantom output; choose an empty folder"
+        )
+    for path in out_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _write_case(
+    out_dir: Path,
+    site: SiteSpec,
+    site_index: int,
+    case_index: int,
+    patient: Patient,
+    scar_type: str,
+    seed: int,
+    difficulty: SubgroupDifficulty | None,
+) -> CaseTruth:
+    key = (seed, 2, site_index, case_index)
+    scanner = site.scanner
+    identity = sample_identity(
+        _rng(*key, _Stream.IDENTITY), site_index, case_index, patient, *knobs.STUDY_YEARS,
+        ethnic_group_in_dicom_fraction=knobs.ETHNIC_GROUP_IN_DICOM_FRACTION,
+        ethnicity_unrecorded_fraction=knobs.ETHNICITY_UNRECORDED_FRACTION,
+    )
+    harder = _in_harder_group(patient, difficulty)
+    wall_scale = difficulty.wall_thickness_scale if harder else 1.0
+    snr_scale = difficulty.snr_scale if harder else 1.0
+    contrast_scale = difficulty.scar_contrast_scale if harder else 1.0
+
+    pattern = sample_scar_pattern(_rng(*key, _Stream.SCAR_PATTERN), scar_type)
+    heart = sample_heart(_rng(*key, _Stream.HEART), patient, pattern, wall_scale)
+    relaxation = sample_relaxation(
+        _rng(*key, _Stream.RELAXATION), scanner.field_strength_t, patient.sex, scar_type, contrast_scale
+    )
+    acquisition = plan_acquisition(
+        _rng(*key, _Stream.ACQUISITION), scanner, heart, relaxation.myocardium_null_ti_ms, snr_scale
+    )
+
+    scar_rng = _rng(*key, _Stream.SCAR)
+    for attempt in range(8):
+        scar = sample_scar(scar_rng, pattern, heart, size_boost=1.0 + 0.25 * attempt)
+        tissue = render_tissue(heart, scar, acquisition)
+        mask = render_mask(tissue)
+        if pattern == "none" or int((mask == TissueLabel.SCAR).sum()) >= knobs.MIN_SCAR_VOXELS:
+            break
+    else:
+        raise RuntimeError(f"{site.site_id} case {case_index}: could not place a visible {pattern} scar")
+
+    table = tissue_signal_table(relaxation, acquisition.inversion_time_ms)
+    signal = render_signal(heart, scar, acquisition, table)
+    magnitude = render_magnitude(
+        _rng(*key, _Stream.BIAS), _rng(*key, _Stream.NOISE), signal, acquisition, table,
+        scanner.psf_sigma_px, scanner.bias_log_amplitude,
+    )
+    stored, slope, intercept = encode_pixels(magnitude, scanner, acquisition.receiver_gain)
+
+    uids = SeriesUids(
+        study=derive_uid(seed, site_index, case_index, "study"),
+        series=derive_uid(seed, site_index, case_index, "series"),
+        frame_of_reference=derive_uid(seed, site_index, case_index, "frame-of-reference"),
+        instances=tuple(derive_uid(seed, site_index, case_index, "instance", k) for k in range(acquisition.n_slices)),
+    )
+    site_dir = out_dir / site.site_id
+    series_dir = site_dir / "dicom" / identity.patient_id / series_folder_name(identity)
+    write_lge_series(series_dir, site, patient, identity, acquisition, stored, (slope, intercept), uids)
+    mask_path = site_dir / "labels" / f"{uids.series}.nii.gz"
+    write_mask(mask_path, mask, acquisition.geometry)
+
+    n_scar = int((mask == TissueLabel.SCAR).sum())
+    n_myocardium = int((mask == TissueLabel.MYOCARDIUM).sum()) + n_scar
+    voxel_ml = acquisition.pixel_spacing_mm**2 * scanner.spacing_between_slices_mm / 1000.0
+    return CaseTruth(
+        site_id=site.site_id,
+        case_index=case_index,
+        patient_id=identity.patient_id,
+        study_instance_uid=uids.study,
+        series_instance_uid=uids.series,
+        series_number=identity.series_number,
+        study_date=identity.study_date,
+        dicom_dir=series_dir.relative_to(out_dir).as_posix(),
+        mask_file=mask_path.relative_to(out_dir).as_posix(),
+        sex=patient.sex,
+        age_years=patient.age_years,
+        age_band=patient.age_band,
+        ethnicity=patient.ethnicity,
+        ethnicity_recorded=identity.ethnicity_recorded,
+        ethnic_group_dicom=identity.ethnic_group_dicom,
+        height_cm=patient.height_cm,
+        weight_kg=patient.weight_kg,
+        bmi=round(patient.bmi, 1),
+        bsa_m2=round(patient.bsa_m2, 3),
+        scar_type=scar_type,
+        scar_pattern=pattern,
+        scar_burden_percent=round(100.0 * n_scar / max(n_myocardium, 1), 3),
+        myocardial_volume_ml=round(n_myocardium * voxel_ml, 2),
+        scar_volume_ml=round(n_scar * voxel_ml, 2),
+        wall_thickness_mm=round(heart.wall_mm, 2),
+        cavity_diameter_mm=round(2 * heart.cavity_radius_mm, 2),
+        long_axis_mm=round(heart.long_axis_mm, 2),
+        n_slices=acquisition.n_slices,
+        inversion_time_ms=acquisition.inversion_time_ms,
+        myocardium_null_ti_ms=round(relaxation.myocardium_null_ti_ms, 1),
+        snr_blood=round(acquisition.snr_blood, 2),
+        harder_group=harder,
+    )
+
+
+def _manifest_text(cases: list[CaseTruth]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for case in cases:
+        writer.writerow(
+            (
+                case.patient_id,
+                case.series_instance_uid,
+                Path(case.mask_file).name,  # relative to the site's labels/ folder
+                case.ethnicity_recorded,
+                case.scar_type,
+                f"{case.height_cm:.1f}",
+                f"{case.weight_kg:.1f}",
+            )
+        )
+    return buffer.getvalue()
+
+
+def generate_consortium(
+    out_dir: Path,
+    n_sites: int,
+    cases_per_site: int,
+    seed: int,
+    on_case_written: Callable[[], None] | None = None,
+    *,
+    subgroup_difficulty: SubgroupDifficulty | None = None,
+) -> ConsortiumSpec:
+    """Write ``n_sites`` synthetic hospitals of ``cases_per_site`` LGE cases each into ``out_dir``.
+
+    Layout: ``consortium.json`` (ground truth) and per site ``site-NN/dicom/<PatientID>/
+    <StudyDate>_<SeriesNumber>_LGE_SAX/IM_0001.dcm…``, ``site-NN/labels/<SeriesInstanceUID>.nii.gz``
+    and ``site-NN/manifest.csv``. The same arguments always give the same bytes.
+    ``subgroup_difficulty`` injects a gap for fairness benchmarks (off by default).
+    """
+    if n_sites < 1 or cases_per_site < 1:
+        raise ValueError(f"need at least one site and one case per site, got {n_sites} x {cases_per_site}")
+    out_dir = Path(out_dir)
+    _prepare_output(out_dir)
+    sites = plan_sites(n_sites, seed)
+    all_cases: list[CaseTruth] = []
+    for site_index, site in enumerate(sites):
+        mix = site.demographics
+        patients = [
+            sample_patient(_rng(seed, 2, site_index, case_index, _Stream.PATIENT), mix)
+            for case_index in range(cases_per_site)
+        ]
+        scar_types = assign_scar_types(
+            _rng(seed, 1, site_index, _Stream.SCAR_ASSIGNMENT), patients, mix.scar_type_fractions
+        )
+        site_cases = []
+        for case_index, (patient, scar_type) in enumerate(zip(patients, scar_types)):
+            case = _write_case(out_dir, site, site_index, case_index, patient, scar_type, seed, subgroup_difficulty)
+            site_cases.append(case)
+            if on_case_written is not None:
+                on_case_written()
+        (out_dir / site.site_id / "manifest.csv").write_text(_manifest_text(site_cases))
+        log.info(
+            "%s: %d cases, %s %s %.1f T", site.site_id, len(site_cases),
+            site.scanner.manufacturer, site.scanner.model, site.scanner.field_strength_t,
+        )
+        all_cases.extend(site_cases)
+    spec = ConsortiumSpec(
+        seed=seed,
+        n_sites=n_sites,
+        cases_per_site=cases_per_site,
+        sites=sites,
+        cases=tuple(all_cases),
+        subgroup_difficulty=subgroup_difficulty,
+        notes={
+            "layout": "site-NN/dicom/<PatientID>/<StudyDate>_<SeriesNumber>_LGE_SAX/IM_NNNN.dcm;"
+            " site-NN/labels/<SeriesInstanceUID>.nii.gz; site-NN/manifest.csv",
+            "labels": "0 background, 1 LV blood pool (incl. papillary muscles), 2 healthy myocardium,"
+            " 3 scar, 4 RV blood pool",
+            "knobs": "cmr/phantom/knobs.py, documented in docs/phantom.md",
+        },
+    )
+    (out_dir / "consortium.json").write_text(spec.to_json())
+    return spec

@@ -1,0 +1,186 @@
+"""One LGE short-axis series as DICOM files, one MR Image Storage file per slice.
+
+Files are explicit VR little endian Part 10 files with the header a real
+scanner and RIS would write: vendor strings, protocol, geometry, patient
+demographics and identifying fields (all invented) for de-identification to
+remove.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
+
+from cmr.phantom import knobs
+from cmr.phantom.acquisition import Acquisition
+from cmr.phantom.demographics import Patient
+from cmr.phantom.identity import HospitalIdentity
+from cmr.phantom.spec import ScannerProfile, SiteSpec
+
+IMPLEMENTATION_VERSION_NAME = "CMRFL_PHANTOM_1"
+_LARMOR_MHZ_PER_T = 42.577478
+
+
+@dataclass(frozen=True)
+class SeriesUids:
+    study: str
+    series: str
+    frame_of_reference: str
+    instances: tuple[str, ...]  # SOPInstanceUID per slice
+
+
+def series_folder_name(identity: HospitalIdentity) -> str:
+    return f"{identity.study_date}_{identity.series_number}_LGE_SAX"
+
+
+def _ds(value: float, decimals: int = 6) -> str:
+    """A decimal string (VR DS, at most 16 characters) without trailing zeros."""
+    text = f"{round(float(value), decimals):.{decimals}f}".rstrip("0").rstrip(".")
+    text = "0" if text in ("-0", "") else text
+    if len(text) > 16:
+        raise ValueError(f"DS value {value!r} does not fit 16 characters")
+    return text
+
+
+def encode_pixels(
+    magnitude: np.ndarray, scanner: ScannerProfile, receiver_gain: float
+) -> tuple[np.ndarray, float, float]:
+    """Stored uint16 values (12 bits) and the (slope, intercept) that give the scanner's values."""
+    scanner_values = magnitude * (scanner.raw_gain * receiver_gain)
+    slope = scanner.rescale_slope if scanner.rescale_slope is not None else 1.0
+    intercept = scanner.rescale_intercept if scanner.rescale_intercept is not None else 0.0
+    stored = np.clip(np.rint((scanner_values - intercept) / slope), 0, knobs.MAX_STORED_VALUE)
+    return stored.astype(np.uint16), slope, intercept
+
+
+def _series_dataset(
+    site: SiteSpec,
+    patient: Patient,
+    identity: HospitalIdentity,
+    acquisition: Acquisition,
+    uids: SeriesUids,
+    window: tuple[float, float],
+    rescale: tuple[float, float],
+) -> Dataset:
+    scanner = site.scanner
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = list(scanner.image_type)
+    ds.SOPClassUID = MRImageStorage
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = identity.study_date
+    ds.StudyTime = identity.study_time
+    ds.SeriesTime = identity.study_time
+    ds.AccessionNumber = identity.accession_number
+    ds.Modality = "MR"
+    ds.Manufacturer = scanner.manufacturer
+    ds.InstitutionName = site.institution_name
+    ds.InstitutionAddress = site.institution_address
+    ds.ReferringPhysicianName = identity.referring_physician
+    ds.StationName = scanner.station_name
+    ds.StudyDescription = "MRI HEART WITH CONTRAST"
+    ds.SeriesDescription = scanner.series_description
+    ds.OperatorsName = identity.operator
+    ds.ManufacturerModelName = scanner.model
+
+    ds.PatientName = identity.patient_name
+    ds.PatientID = identity.patient_id
+    ds.PatientBirthDate = identity.birth_date
+    ds.PatientSex = "M" if patient.sex == "male" else "F"
+    ds.PatientAge = f"{patient.age_years:03d}Y"
+    ds.PatientSize = _ds(patient.height_cm / 100.0, 2)
+    ds.PatientWeight = _ds(patient.weight_kg, 1)
+    if identity.ethnic_group_dicom is not None:
+        ds.EthnicGroup = identity.ethnic_group_dicom
+
+    ds.BodyPartExamined = "HEART"
+    ds.ScanningSequence = scanner.scanning_sequence.split("\\")
+    ds.SequenceVariant = scanner.sequence_variant.split("\\")
+    ds.ScanOptions = ["IR", "CG"]
+    ds.MRAcquisitionType = "2D"
+    ds.SequenceName = scanner.sequence_name
+    ds.SliceThickness = _ds(acquisition.slice_thickness_mm, 3)
+    ds.RepetitionTime = _ds(scanner.repetition_time_ms, 3)
+    ds.EchoTime = _ds(scanner.echo_time_ms, 3)
+    ds.InversionTime = _ds(acquisition.inversion_time_ms, 1)
+    ds.NumberOfAverages = "1"
+    ds.ImagingFrequency = _ds(_LARMOR_MHZ_PER_T * scanner.field_strength_t, 5)
+    ds.ImagedNucleus = "1H"
+    ds.MagneticFieldStrength = _ds(scanner.field_strength_t, 1)
+    ds.SpacingBetweenSlices = _ds(scanner.spacing_between_slices_mm, 3)
+    ds.FlipAngle = _ds(scanner.flip_angle_deg, 1)
+    ds.DeviceSerialNumber = scanner.device_serial_number
+    ds.SoftwareVersions = scanner.software_version
+    ds.ProtocolName = scanner.series_description
+    ds.PatientPosition = "HFS"
+
+    ds.StudyInstanceUID = uids.study
+    ds.SeriesInstanceUID = uids.series
+    ds.StudyID = identity.study_id
+    ds.SeriesNumber = identity.series_number
+    ds.AcquisitionNumber = 1
+    ds.ImageOrientationPatient = [_ds(v, 6) for v in acquisition.geometry.image_orientation]
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = acquisition.rows
+    ds.Columns = acquisition.columns
+    ds.PixelSpacing = [_ds(acquisition.pixel_spacing_mm, 4), _ds(acquisition.pixel_spacing_mm, 4)]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter = _ds(window[0], 1)
+    ds.WindowWidth = _ds(window[1], 1)
+    if scanner.rescale_slope is not None:
+        ds.RescaleIntercept = _ds(rescale[1], 6)
+        ds.RescaleSlope = _ds(rescale[0], 6)
+        ds.RescaleType = "US"
+    return ds
+
+
+def write_lge_series(
+    series_dir: Path,
+    site: SiteSpec,
+    patient: Patient,
+    identity: HospitalIdentity,
+    acquisition: Acquisition,
+    stored: np.ndarray,
+    rescale: tuple[float, float],
+    uids: SeriesUids,
+) -> list[Path]:
+    """Write ``stored`` (uint16 ``[slice, row, column]``) as ``IM_0001.dcm`` … in ``series_dir``."""
+    if stored.dtype != np.uint16 or stored.shape != (acquisition.n_slices, acquisition.rows, acquisition.columns):
+        raise ValueError(f"{series_dir}: pixel array {stored.dtype} {stored.shape} does not match the series")
+    scanner_values = stored.astype(np.float32) * rescale[0] + rescale[1]
+    upper = float(np.percentile(scanner_values, 99.5))
+    window = (upper / 2.0, max(upper, 1.0))
+    ds = _series_dataset(site, patient, identity, acquisition, uids, window, rescale)
+    series_dir.mkdir(parents=True, exist_ok=True)
+    hours, minutes, seconds = int(identity.study_time[:2]), int(identity.study_time[2:4]), int(identity.study_time[4:6])
+    start_seconds = hours * 3600 + minutes * 60 + seconds + 25 * 60  # LGE ~25 min into the study
+    paths = []
+    for k in range(acquisition.n_slices):
+        ds.file_meta.MediaStorageSOPInstanceUID = uids.instances[k]
+        ds.SOPInstanceUID = uids.instances[k]
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [_ds(v, 4) for v in acquisition.slice_positions[k]]
+        ds.SliceLocation = _ds(acquisition.slice_locations[k], 4)
+        t = (start_seconds + 14 * k) % 86400  # one breath-hold per slice
+        ds.AcquisitionTime = ds.ContentTime = f"{t // 3600:02d}{t % 3600 // 60:02d}{t % 60:02d}"
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        path = series_dir / f"IM_{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
