@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +17,13 @@ app = typer.Typer(
 site_app = typer.Typer(help="Commands a hospital site runs on its own machine.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # soft wrap: a path in an error stays whole
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Stop with a plain one-line error (no box that would cut a long path)."""
+    errors.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
 
 
 @app.callback()
@@ -47,25 +54,28 @@ def phantom(
 
 @site_app.command("ingest")
 def site_ingest(
-    dicom_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder of DICOM files, any nesting.")],
+    dicom_dir: Annotated[Path, typer.Argument(help="Folder of DICOM files, any nesting.")],
     site_dir: Annotated[Path, typer.Option(help="The site's folder (case store, reports).")],
-    manifest: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="CSV of case-level labels and attributes.")] = None,
-    labels: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="Folder of reference masks (NIfTI).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV of case-level labels and attributes.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Folder of reference masks (NIfTI).")] = None,
 ) -> None:
     """De-identify a DICOM folder into the site's local case store (idempotent)."""
     from rich.progress import Progress
 
     from cmr.ingest import ingest_site
 
-    with Progress(console=console) as progress:
-        task = progress.add_task("Ingesting", total=None)
-        report = ingest_site(
-            dicom_dir,
-            site_dir,
-            manifest=manifest,
-            labels_dir=labels,
-            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("Ingesting", total=None)
+            report = ingest_site(
+                dicom_dir,
+                site_dir,
+                manifest=manifest,
+                labels_dir=labels,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except FileNotFoundError as missing:
+        fail(str(missing))
     console.print(report.describe())
 
 

@@ -1,0 +1,143 @@
+"""The site manifest: case-level labels and attributes that DICOM lacks, and mask files.
+
+Format (CSV, header row, UTF-8 with or without BOM, comma or semicolon separated)::
+
+    patient_id,series_instance_uid,mask_file,ethnicity,scar_type,height_cm,weight_kg
+
+Any cell may be blank. Optional override columns: ``sex``, ``age`` (years, a DICOM Age
+String such as 058Y, or an age band), ``vendor``, ``field_strength``. ``mask_file`` is
+relative to the labels folder. A row names its series by ``series_instance_uid``, or by
+``patient_id`` alone when that patient has exactly one usable series.
+
+What is kept: the override columns (normalised into SubgroupAttributes) and the case
+labels in CASE_LABEL_COLUMNS (``scar_type``). Identifiers are used only to match rows
+to series and are never stored; height and weight are part of the format but are not
+stored (nothing uses them, and they add to re-identification risk). Other columns are
+ignored, and the report says so, so that a hospital's extra column (say, a medical
+record number) can never leak into the store.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cmr.dicom_series import DicomSeries, Rejection
+from cmr.normalise import OVERRIDE_COLUMNS
+
+IDENTIFIER_COLUMNS = ("patient_id", "series_instance_uid")
+CASE_LABEL_COLUMNS = ("scar_type",)
+NOT_STORED_COLUMNS = ("height_cm", "weight_kg")
+KNOWN_COLUMNS = (*IDENTIFIER_COLUMNS, "mask_file", *OVERRIDE_COLUMNS, *CASE_LABEL_COLUMNS, *NOT_STORED_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    line: int  # line number in the CSV file (the header is line 1)
+    patient_id: str
+    series_instance_uid: str
+    mask_file: str
+    overrides: dict[str, str] = field(default_factory=dict)  # non-blank OVERRIDE_COLUMNS
+    case_labels: dict[str, str] = field(default_factory=dict)  # non-blank CASE_LABEL_COLUMNS
+
+
+@dataclass
+class Manifest:
+    name: str  # how reports name the file (its file name)
+    rows: list[ManifestRow]
+    problems: list[Rejection]
+
+    def problem(self, line: int | None, reason: str) -> None:
+        where = f"line {line}: " if line is not None else ""
+        self.problems.append(Rejection("manifest", self.name, where + reason))
+
+
+def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    try:
+        return csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Read and check the manifest; problems with single rows are reported, not raised."""
+    path = Path(path)
+    manifest = Manifest(name=path.name, rows=[], problems=[])
+    text = path.read_text(encoding="utf-8-sig")
+    reader = csv.reader(text.splitlines(), _dialect(text))
+    try:
+        header = [column.strip().lower() for column in next(reader)]
+    except StopIteration:
+        manifest.problem(None, "the file is empty (no header row)")
+        return manifest
+    if not set(IDENTIFIER_COLUMNS) & set(header):
+        manifest.problem(
+            None, "neither a patient_id nor a series_instance_uid column: no row can be matched to a series"
+        )
+        return manifest
+    unknown = [c for c in header if c and c not in KNOWN_COLUMNS]
+    if unknown:
+        manifest.problem(None, f"column(s) {', '.join(unknown)} ignored: not part of the manifest format")
+    for line, cells in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) > len(header):
+            manifest.problem(line, f"{len(cells)} cells but the header has {len(header)} columns; row skipped")
+            continue
+        values = {column: cell.strip() for column, cell in zip(header, cells, strict=False)}
+        row = ManifestRow(
+            line=line,
+            patient_id=values.get("patient_id", ""),
+            series_instance_uid=values.get("series_instance_uid", ""),
+            mask_file=values.get("mask_file", ""),
+            overrides={c: values[c] for c in OVERRIDE_COLUMNS if values.get(c)},
+            case_labels={c: values[c] for c in CASE_LABEL_COLUMNS if values.get(c)},
+        )
+        if not row.patient_id and not row.series_instance_uid:
+            manifest.problem(line, "neither patient_id nor series_instance_uid given; row skipped")
+            continue
+        manifest.rows.append(row)
+    return manifest
+
+
+def match_rows(manifest: Manifest, series: list[DicomSeries]) -> dict[str, ManifestRow]:
+    """Manifest row for each usable series (by SeriesInstanceUID); problems go to the manifest.
+
+    A row naming a series_instance_uid matches that series; a row with only a
+    patient_id matches the patient's only usable series. Reasons name line numbers,
+    never the identifiers themselves.
+    """
+    by_uid = {s.series_instance_uid: s for s in series}
+    by_patient: dict[str, list[DicomSeries]] = defaultdict(list)
+    for s in series:
+        by_patient[s.patient_id].append(s)
+    matched: dict[str, ManifestRow] = {}
+    for row in sorted(manifest.rows, key=lambda r: (not r.series_instance_uid, r.line)):
+        if row.series_instance_uid:
+            target = by_uid.get(row.series_instance_uid)
+            if target is None:
+                manifest.problem(row.line, "its series_instance_uid matches no usable series (missing, or rejected above)")
+                continue
+            if row.patient_id and row.patient_id != target.patient_id:
+                manifest.problem(row.line, "its patient_id differs from the PatientID of the series it names; row skipped")
+                continue
+        else:
+            candidates = by_patient.get(row.patient_id, [])
+            if not candidates:
+                manifest.problem(row.line, "its patient_id matches no usable series (missing, or rejected above)")
+                continue
+            if len(candidates) > 1:
+                manifest.problem(
+                    row.line,
+                    f"this patient has {len(candidates)} usable series; add series_instance_uid to say which",
+                )
+                continue
+            target = candidates[0]
+        if target.series_instance_uid in matched:
+            earlier = matched[target.series_instance_uid].line
+            manifest.problem(row.line, f"names the same series as line {earlier}, which is used; row skipped")
+            continue
+        matched[target.series_instance_uid] = row
+    return matched
