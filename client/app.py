@@ -28,17 +28,22 @@ def settings_from(config: ConfigRecord) -> TrainSettings:
     )
 
 
-def evaluation_metrics(evaluation: Evaluation) -> dict[str, float]:
-    """Sums and counts of each per-case metric: the consortium mean stays exact."""
+def evaluation_metrics(evaluation: Evaluation, metric_names: tuple[str, ...]) -> dict[str, float]:
+    """Sums and counts of each per-case metric (the consortium mean stays exact).
+
+    Every name is sent, with count 0 where no case defines it, so that all sites'
+    replies carry the same keys. The loss travels the same way, weighted by cases.
+    """
     metrics: dict[str, float] = {"num-examples": float(evaluation.num_examples)}
-    names = sorted({name for record in evaluation.records for name in record.metrics})
-    for name in names:
+    for name in metric_names:
         values = [r.metrics[name] for r in evaluation.records if math.isfinite(r.metrics.get(name, math.nan))]
         key = name.replace("_", "-")
         metrics[f"{key}-sum"] = float(sum(values))
         metrics[f"{key}-count"] = float(len(values))
-    if "loss" in evaluation.summary:
-        metrics["loss"] = float(evaluation.summary["loss"])
+    loss = float(evaluation.summary.get("loss", math.nan))
+    has_loss = math.isfinite(loss) and evaluation.num_examples > 0
+    metrics["loss-sum"] = loss * evaluation.num_examples if has_loss else 0.0
+    metrics["loss-count"] = float(evaluation.num_examples) if has_loss else 0.0
     return metrics
 
 
@@ -80,7 +85,7 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
         evaluation = task.evaluate(model, site.store, device, site.site_id)
         reply = RecordDict(
             {
-                "metrics": MetricRecord(evaluation_metrics(evaluation)),
+                "metrics": MetricRecord(evaluation_metrics(evaluation, task.metric_names)),
                 "site": ConfigRecord({"site-id": site.site_id}),
             }
         )

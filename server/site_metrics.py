@@ -41,7 +41,7 @@ def aggregate_site_metrics(replies: list[RecordDict], weighted_by_key: str) -> M
         for key, value in metrics.items():
             if key.endswith((SUM_SUFFIX, COUNT_SUFFIX)) or key == weighted_by_key:
                 totals[key] = totals.get(key, 0.0) + float(value)
-            else:
+            elif weight > 0:  # a site with no examples has no say (and may send NaN)
                 weighted[key] = weighted.get(key, 0.0) + float(value) * weight
     aggregated = {k: v / total_weight for k, v in weighted.items()} if total_weight else {}
     aggregated.update(totals)

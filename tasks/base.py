@@ -8,6 +8,7 @@ and nothing else, so a task runs and is tested without Flower.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +63,9 @@ class Evaluation:
 
 class Task(Protocol):
     name: str
+    # Every per-case metric evaluate() may report: sites send all of them, even with no
+    # case to score, because Flower's aggregation needs the same keys from every site.
+    metric_names: tuple[str, ...]
 
     def build_model(self) -> torch.nn.Module: ...
 
@@ -82,10 +86,21 @@ class Task(Protocol):
     ) -> Evaluation: ...
 
 
-def is_validation_case(entry: CaseEntry, validation_fraction: float) -> bool:
-    """Deterministic per-case split: the same case is always on the same side."""
-    bucket = int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return bucket < validation_fraction
+def _split_bucket(entry: CaseEntry) -> float:
+    return int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def validation_case_ids(entries: Iterable[CaseEntry], validation_fraction: float) -> set[str]:
+    """The site's validation cases: a deterministic per-case split by hash of the case id.
+
+    A case stays on its side however the store grows. A site with two or more cases
+    always validates at least one (the lowest hash), so that every site is scored.
+    """
+    entries = list(entries)
+    chosen = {e.case_id for e in entries if _split_bucket(e) < validation_fraction}
+    if not chosen and len(entries) >= 2 and validation_fraction > 0:
+        chosen = {min(entries, key=_split_bucket).case_id}
+    return chosen
 
 
 def pick_device(prefer: str = "auto") -> torch.device:

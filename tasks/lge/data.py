@@ -1,0 +1,219 @@
+"""From a site's case store to preprocessed LGE slices, with MONAI dictionary transforms.
+
+One case travels as one dict: its short-axis stack (slices as channels, so one
+2D transform resamples the whole stack and MONAI can invert it later), its mask
+in task classes, its case id and its subgroup attributes. Training and
+evaluation then take single slices out of the preprocessed stacks.
+
+Preprocessing (deterministic, cached per store):
+  tissue labels → task classes (MapLabelValued)
+  per-slice robust intensity scaling, 1st–99th percentile → [0, 1]
+  in-plane resampling to a fixed pixel spacing (Spacingd; bilinear / nearest)
+  centre crop or pad to a fixed size (the heart lies near the image centre)
+
+Augmentation (training only, seeded): flips, 90° rotations, intensity scale and
+shift, Gaussian noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapLabelValued,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+)
+
+from cmr.store import CaseEntry, CaseStore, StoredCase
+from tasks.lge.classes import TISSUE_TO_CLASS
+
+IMAGE = "image"
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """The fixed grid every slice is brought onto before it reaches the network."""
+
+    pixel_spacing_mm: float = 1.6
+    roi_size: tuple[int, int] = (128, 128)
+
+
+@functools.cache
+def preprocessing(geometry: SliceGeometry) -> Compose:
+    """Deterministic transforms for a case dict; invertible in space (see inference).
+
+    One instance per geometry: MONAI inverts only with the very transform objects
+    that were applied, and these hold no state between calls.
+    """
+    tissues = sorted(TISSUE_TO_CLASS)
+    return Compose(
+        [
+            MapLabelValued(
+                LABEL,
+                orig_labels=tissues,
+                target_labels=[TISSUE_TO_CLASS[t] for t in tissues],
+                allow_missing_keys=True,
+            ),
+            ScaleIntensityRangePercentilesd(
+                IMAGE, lower=1.0, upper=99.0, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+            ),
+            Spacingd(
+                [IMAGE, LABEL],
+                pixdim=(geometry.pixel_spacing_mm, geometry.pixel_spacing_mm),
+                mode=("bilinear", "nearest"),
+                allow_missing_keys=True,
+            ),
+            ResizeWithPadOrCropd([IMAGE, LABEL], spatial_size=geometry.roi_size, allow_missing_keys=True),
+        ]
+    )
+
+
+def training_augmentation(seed: int) -> Compose:
+    """Random transforms for one training slice dict ([1, row, col] image and label)."""
+    augmentation = Compose(
+        [
+            RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=0),
+            RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=1),
+            RandRotate90d([IMAGE, LABEL], prob=0.5, max_k=3),
+            RandScaleIntensityd(IMAGE, factors=0.15, prob=0.5),
+            RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
+            RandGaussianNoised(IMAGE, prob=0.3, std=0.03),
+            EnsureTyped([IMAGE, LABEL], track_meta=False),
+        ]
+    )
+    augmentation.set_random_state(seed=seed)
+    return augmentation
+
+
+def stack_affine(row_spacing_mm: float, column_spacing_mm: float) -> torch.Tensor:
+    """Index → millimetre affine of a stack held as [slice(channel), row, col].
+
+    In-plane resampling only needs the pixel spacing; orientation in the scanner
+    does not matter for it, so the affine is diagonal.
+    """
+    return torch.diag(torch.tensor([row_spacing_mm, column_spacing_mm, 1.0, 1.0], dtype=torch.float64))
+
+
+def case_dict(
+    image: np.ndarray,
+    spacing_mm: Sequence[float],
+    mask: np.ndarray | None = None,
+    entry: CaseEntry | None = None,
+) -> dict:
+    """A MONAI case dict: stack as [slice, row, col] MetaTensor, mask, id, attributes."""
+    affine = stack_affine(float(spacing_mm[0]), float(spacing_mm[1]))
+    data: dict = {IMAGE: MetaTensor(torch.as_tensor(np.asarray(image, dtype=np.float32)), affine=affine)}
+    if mask is not None:
+        data[LABEL] = MetaTensor(torch.as_tensor(np.asarray(mask, dtype=np.uint8)), affine=affine.clone())
+    if entry is not None:
+        data["case_id"] = entry.case_id
+        data["attributes"] = entry.attributes.as_dict()
+    return data
+
+
+def stored_case_dict(case: StoredCase) -> dict:
+    entry = case.entry
+    return case_dict(case.image, (entry.row_spacing_mm, entry.column_spacing_mm), case.mask, entry)
+
+
+@dataclass(frozen=True)
+class PreprocessedCase:
+    """One labelled case on the network's grid, kept in memory between rounds."""
+
+    entry: CaseEntry
+    image: MetaTensor  # [slice, row, col] float32 in [0, 1]; carries the inversion trace
+    label: torch.Tensor  # [slice, row, col] uint8 task classes
+    labelled_slices: tuple[int, ...]  # slices whose reference mask has any tissue label
+
+    def slice_samples(self) -> list[dict]:
+        """One dict per labelled slice, carrying the case id and attributes along."""
+        image = self.image.as_tensor()
+        return [
+            {
+                IMAGE: image[index : index + 1],
+                LABEL: self.label[index : index + 1],
+                "case_id": self.entry.case_id,
+                "slice_index": index,
+                "attributes": self.entry.attributes.as_dict(),
+            }
+            for index in self.labelled_slices
+        ]
+
+
+def preprocess_case(case: StoredCase, geometry: SliceGeometry) -> PreprocessedCase:
+    if case.mask is None:
+        raise ValueError(f"case {case.entry.case_id}: has no mask; the LGE task trains and scores labelled cases only")
+    data = preprocessing(geometry)(stored_case_dict(case))
+    labelled = np.flatnonzero(case.mask.reshape(case.mask.shape[0], -1).any(axis=1))
+    return PreprocessedCase(
+        entry=case.entry,
+        image=data[IMAGE],
+        label=data[LABEL].as_tensor().round().to(torch.uint8),
+        labelled_slices=tuple(int(i) for i in labelled),
+    )
+
+
+class _PreprocessedCache:
+    """Preprocessed labelled cases per store, so a client preprocesses once, not every round.
+
+    Keyed by the store's index file (path, modification time, size) and the slice
+    geometry: ingesting into the store changes the index and invalidates the entry.
+    Holds the most recently used stores only.
+    """
+
+    def __init__(self, max_stores: int = 16) -> None:
+        self.max_stores = max_stores
+        self._entries: OrderedDict[tuple, list[PreprocessedCase]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(store: CaseStore, geometry: SliceGeometry) -> tuple:
+        stat = store.index_path.stat()
+        return (str(store.index_path.resolve()), stat.st_mtime_ns, stat.st_size, geometry)
+
+    def get(self, store: CaseStore, geometry: SliceGeometry) -> list[PreprocessedCase]:
+        if not store.exists():
+            return []
+        key = self.key(store, geometry)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            cases = [preprocess_case(store.load(entry), geometry) for entry in store.entries() if entry.has_mask]
+            self._entries[key] = cases
+            while len(self._entries) > self.max_stores:
+                self._entries.popitem(last=False)
+            return cases
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_CACHE = _PreprocessedCache()
+
+
+def preprocessed_cases(store: CaseStore, geometry: SliceGeometry) -> list[PreprocessedCase]:
+    """The store's labelled cases, preprocessed (from memory after the first call)."""
+    return _CACHE.get(store, geometry)
+
+
+def clear_preprocessed_cache() -> None:
+    _CACHE.clear()
