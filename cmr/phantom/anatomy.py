@@ -208,7 +208,7 @@ def sample_heart(
         hcm_septal_extra_mm=hcm_extra,
         long_axis_mm=long_axis,
         apical_wall_mm=apical_wall,
-        rv_depth_mm=epicardial_radius * float(rng.uniform(*knobs.RV_WIDTH_FRACTION)) * 0.6,
+        rv_depth_mm=epicardial_radius * float(rng.uniform(*knobs.RV_WIDTH_FRACTION)) * knobs.RV_DEPTH_FACTOR,
         rv_half_span_mm=epicardial_radius * float(rng.uniform(*knobs.RV_SPAN_FRACTION)),
         rv_wall_mm=float(rng.uniform(*knobs.RV_WALL_MM)),
         rv_end_mm=long_axis * float(rng.uniform(*knobs.RV_APICAL_END)),

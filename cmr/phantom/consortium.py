@@ -1,8 +1,10 @@
 """A consortium of synthetic hospitals: plan the sites, then generate and write every case.
 
 Every random draw comes from its own stream keyed by (seed, site, case, purpose),
-so a seed fixes every byte written, and adding sites leaves the existing sites
-unchanged (their scar-type quotas depend on the number of cases per site).
+and every UID is a name-based UUID of (seed, site, case, role), so the same
+arguments write the same bytes. Adding sites leaves the existing sites unchanged;
+changing the number of cases per site keeps each existing patient, though their
+scar-type quotas depend on it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def _write_case(
     site: SiteSpec,
     site_index: int,
     case_index: int,
+    cases_per_site: int,
     patient: Patient,
     scar_type: str,
     seed: int,
@@ -127,7 +130,7 @@ def _write_case(
     key = (seed, 2, site_index, case_index)
     scanner = site.scanner
     identity = sample_identity(
-        _rng(*key, _Stream.IDENTITY), site_index, case_index, patient, *knobs.STUDY_YEARS,
+        _rng(*key, _Stream.IDENTITY), site_index, case_index, cases_per_site, patient, *knobs.STUDY_YEARS,
         ethnic_group_in_dicom_fraction=knobs.ETHNIC_GROUP_IN_DICOM_FRACTION,
         ethnicity_unrecorded_fraction=knobs.ETHNICITY_UNRECORDED_FRACTION,
     )
@@ -266,7 +269,10 @@ def generate_consortium(
         )
         site_cases = []
         for case_index, (patient, scar_type) in enumerate(zip(patients, scar_types)):
-            case = _write_case(out_dir, site, site_index, case_index, patient, scar_type, seed, subgroup_difficulty)
+            case = _write_case(
+                out_dir, site, site_index, case_index, cases_per_site, patient, scar_type, seed,
+                subgroup_difficulty,
+            )
             site_cases.append(case)
             if on_case_written is not None:
                 on_case_written()

@@ -60,7 +60,9 @@ def site_demographics(site_index: int, rng_consortium: np.random.Generator, rng_
     if site_index == 3:
         return _ARCHETYPES[3]
     weights = rng_site.dirichlet([6.0, 1.5, 1.5, 0.5, 0.4])
-    scar = rng_site.dirichlet([8.0, 7.0, 5.0])
+    scar = rng_site.dirichlet(
+        [knobs.REGIONAL_SCAR_TYPE_CONCENTRATION * knobs.SCAR_TYPE_FRACTIONS[t] for t in SCAR_TYPES]
+    )
     return DemographicMix(
         name=f"regional_{site_index + 1:02d}",
         ethnicity_weights={g: round(float(w), 3) for g, w in zip(ETHNIC_GROUPS, weights)},

@@ -1,17 +1,18 @@
 """Fake but realistic identifiers, so that de-identification has something to remove.
 
-Every name, number and address here is invented. UIDs are derived from the
-seed (``generate_uid(prefix=None, entropy_srcs=...)`` gives a ``2.25.`` UID from a
-hash), so a re-run writes the same UIDs and another seed writes others.
+Every name, number and address here is invented. UIDs are name-based UUIDs of
+the seed, site, case and role under the ``2.25.`` root (ISO/IEC 9834-8), so a
+re-run writes the same UIDs and another seed writes others. (pydicom's
+``generate_uid(prefix=None, ...)`` ignores its entropy sources and is random.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
-from pydicom.uid import generate_uid
 
 from cmr.phantom.demographics import Patient
 
@@ -58,7 +59,9 @@ ETHNIC_GROUP_FREE_TEXT = {
 
 def derive_uid(*entropy: object) -> str:
     """A DICOM UID that is a pure function of ``entropy`` (seed, site, case, role…)."""
-    return generate_uid(prefix=None, entropy_srcs=["cmrfl-phantom", *map(str, entropy)])
+    # A separator between parts, so that (1, 11) and (11, 1) give different UIDs.
+    name = "\x1f".join(["cmrfl-phantom", *map(str, entropy)])
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, name).int}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ def sample_identity(
     rng: np.random.Generator,
     site_index: int,
     case_index: int,
+    cases_per_site: int,
     patient: Patient,
     first_study_year: int,
     last_study_year: int,
@@ -94,8 +98,10 @@ def sample_identity(
     given = pick(_GIVEN[(patient.sex, name_group)])
     family = pick(_FAMILY[name_group])
     prefix, digits = _MRN_STYLES[site_index % len(_MRN_STYLES)]
-    # The case index is folded into the number so that MRNs never collide within a site.
-    number = int(rng.integers(10 ** (digits - 1), 10**digits)) // 1000 * 1000 + case_index
+    # The case index replaces the low digits of the number, so that MRNs never collide
+    # within a site: the last 3 digits up to 1000 cases per site, more above that.
+    block = 10 ** max(3, len(str(cases_per_site - 1)))
+    number = int(rng.integers(10 ** (digits - 1), 10**digits)) // block * block + case_index
     patient_id = f"{prefix}{number:0{digits}d}"
 
     first = dt.date(first_study_year, 1, 1).toordinal()

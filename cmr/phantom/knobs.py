@@ -1,9 +1,24 @@
-"""Every numeric default of the phantom, in one place.
+"""The phantom's numeric defaults (docs/phantom.md lists the few that are set elsewhere).
 
 docs/phantom.md mirrors this module knob by knob, with the realistic range and
-the source of each value; change both together. Ranges are ``(low, high)``
-bounds of a uniform draw unless a name says ``_sd`` (normal spread) or
-``_clip`` (hard bounds after a normal draw). Lengths in mm, times in ms.
+the source of each value; change both together. Lengths in mm, times in ms,
+angles in degrees.
+
+How a value is used, unless its comment says otherwise:
+
+* a ``(low, high)`` pair is the bounds of a uniform draw;
+* a name with ``_SD`` is the spread of a normal draw, and one with ``_CLIP`` the
+  hard bounds applied after a draw;
+* a name ending in ``_CHOICES_MM`` lists the options of an equally weighted draw
+  (a repeated option is proportionally more likely);
+* a single number is a fixed value (a few, commented, are ± bounds of a draw);
+* a dict is keyed by sex, ethnicity, tissue, field strength or category.
+
+Exceptions, each commented where it is defined: ``NATIVE_T1_MS`` pairs are
+(1.5 T, 3 T) values; ``ECV`` pairs are (mean, sd); ``BODY_SIZE_*`` pairs are
+(width, depth); ``PAPILLARY_LONG_AXIS_SPAN`` is a fixed span; ``MATRIX`` and
+``N_SLICES`` are clips; ``NON_ISCHAEMIC_PATCHES`` is an inclusive integer range;
+``ISCHAEMIC_TERRITORIES`` and the patch tuples are structured records.
 """
 
 from __future__ import annotations
@@ -32,8 +47,10 @@ WALL_SD_MM = 0.8
 WALL_PER_BSA_MM = 1.1  # per m² of BSA above BSA_REFERENCE_M2 (MESA: +1.1 mm per m²)
 WALL_PER_DECADE_MM = 0.15  # per decade above 55 years
 WALL_ETHNICITY_OFFSET_MM = {"White": 0.0, "Black": 0.4, "Asian": -0.4, "Mixed": 0.0, "Other": 0.0}
-WALL_CLIP_MM = (5.5, 11.0)
-SEPTAL_WALL_EXCESS = 0.08  # septum this fraction thicker than the lateral wall
+WALL_CLIP_MM = (5.5, 11.0)  # before any injected subgroup scaling (DIFFICULTY_WALL_SCALE)
+# Wall = mean × (1 + this × cos(phi − 90°)): +8 % at mid-septum, −8 % at the lateral
+# wall, so the septum is about 1.17 × the lateral wall.
+SEPTAL_WALL_EXCESS = 0.08
 APICAL_WALL_FRACTION = 0.6  # wall at the apical cap relative to the mid wall
 
 # End-diastolic endocardial diameter at the base.
@@ -53,10 +70,13 @@ LONG_AXIS_CLIP_MM = (68.0, 100.0)
 BSA_REFERENCE_M2 = 1.9
 
 PAPILLARY_RADIUS_MM = (2.5, 4.5)
-PAPILLARY_LONG_AXIS_SPAN = (0.25, 0.7)  # fraction of the long axis with papillary muscles
+PAPILLARY_LONG_AXIS_SPAN = (0.25, 0.7)  # fixed: fraction of the long axis with papillary muscles
 
 RV_WALL_MM = (2.5, 4.0)
-RV_WIDTH_FRACTION = (0.75, 1.0)  # RV crescent depth relative to the LV epicardial radius
+# RV crescent depth = LV epicardial radius × U(RV_WIDTH_FRACTION) × RV_DEPTH_FACTOR,
+# i.e. 0.45-0.6 of the LV epicardial radius.
+RV_WIDTH_FRACTION = (0.75, 1.0)
+RV_DEPTH_FACTOR = 0.6
 RV_SPAN_FRACTION = (1.15, 1.45)  # RV crescent half-length relative to the LV epicardial radius
 RV_APICAL_END = (0.7, 0.85)  # RV cavity ends at this fraction of the LV long axis
 RV_INSERTION_ANGLE_DEG = 55.0  # RV insertion points lie ± this from mid-septum
@@ -80,14 +100,18 @@ BODY_CENTRE_SEPTAL_MM = (20.0, 45.0)  # body centre towards the patient's right 
 AORTA_RADIUS_MM = (10.0, 12.0)
 AORTA_GROWTH_MM_PER_YEAR_OVER_40 = 0.03
 LIVER_DOME_RADIUS_MM = (45.0, 70.0)  # largest liver cross-section on the apical slices
-HEART_OFFSET_FROM_IMAGE_CENTRE_MM = 25.0  # each in-plane axis, at most
+HEART_OFFSET_FROM_IMAGE_CENTRE_MM = 25.0  # ± this on each in-plane axis
 IN_PLANE_ROTATION_DEG = 15.0  # ± rotation of the anatomy in the image
 LONG_AXIS_TILT_DEG = 10.0  # ± variation of the LV axis direction in the scanner
 
 # --------------------------------------------------------------------------------------
 # Disease
 # --------------------------------------------------------------------------------------
+# Sites 5 and up (regional_NN) draw their scar-type mix from a Dirichlet with this mean
+# and this concentration (alpha = concentration × fraction: 8, 7, 5). Sites 1-4 use the
+# fixed archetype mixes in demographics.py.
 SCAR_TYPE_FRACTIONS = {"none": 0.4, "ischaemic": 0.35, "non_ischaemic": 0.25}
+REGIONAL_SCAR_TYPE_CONCENTRATION = 20.0
 ISCHAEMIC_TERRITORY_WEIGHTS = {"LAD": 0.5, "RCA": 0.3, "LCx": 0.2}
 ISCHAEMIC_HALF_WIDTH_DEG = (35.0, 70.0)
 ISCHAEMIC_TRANSMURALITY = (0.5, 1.0)  # peak transmural extent, fraction of the wall
@@ -113,12 +137,21 @@ DCM_LONG_AXIS_DILATION_MM = 4.0
 NON_ISCHAEMIC_PATCHES = (2, 5)
 NON_ISCHAEMIC_PATCH_HALF_WIDTH_DEG = (15.0, 40.0)
 NON_ISCHAEMIC_PATCH_HALF_LENGTH_MM = (8.0, 22.0)
-# Non-ischaemic patch shapes: centre phi (deg), half-width (deg), centre z (fraction of the LV
-# length), half-length (mm), transmural centre (0 endo .. 1 epi), half-depth (wall fraction).
+# Every non-ischaemic patch is an ellipsoid in (phi, z, transmural depth) with: centre phi,
+# half-width (deg), centre z (fraction of the LV length), half-length (mm), transmural centre
+# (0 endo .. 1 epi) and half-depth (wall fraction, capped at 0.5). Each record below gives
+# only some of these; the rest are noted. A pair is a uniform range, a single number fixed.
+# RV insertion (2 patches): half-width, z, half-length, depth, half-depth. The centre is each
+# RV insertion point computed from the RV geometry, ± N(0, 5°).
 HCM_RV_INSERTION_PATCH = ((10.0, 18.0), (0.1, 0.6), (15.0, 30.0), 0.55, (0.3, 0.4))
-HCM_SEPTAL_PATCH = (90.0, 25.0, (0.15, 0.7), 0.5, (0.15, 0.25))  # centre, sd, z, depth, half-depth
+# HCM mid-wall: centre, centre sd, z, depth, half-depth; half-width and half-length from
+# NON_ISCHAEMIC_PATCH_HALF_WIDTH_DEG and NON_ISCHAEMIC_PATCH_HALF_LENGTH_MM.
+HCM_SEPTAL_PATCH = (90.0, 25.0, (0.15, 0.7), 0.5, (0.15, 0.25))
+# DCM septal stripe: centre, centre sd, half-width, z, half-length, depth, half-depth.
 DCM_STRIPE = (90.0, 15.0, (30.0, 55.0), (0.2, 0.65), (15.0, 30.0), 0.5, (0.12, 0.2))
-MYOCARDITIS_PATCH = ((-150.0, -60.0), (0.1, 0.8), 0.82, (0.22, 0.3))  # phi range, z, depth, half-depth
+# Myocarditis: centre phi range, z, depth, half-depth; half-width and half-length from the
+# NON_ISCHAEMIC_PATCH_* knobs.
+MYOCARDITIS_PATCH = ((-150.0, -60.0), (0.1, 0.8), 0.82, (0.22, 0.3))
 MIN_SCAR_VOXELS = 20  # a scar case is redrawn until its mask holds at least this
 
 # --------------------------------------------------------------------------------------
@@ -174,12 +207,13 @@ THROUGH_PLANE_SAMPLES = 3  # samples across the slice thickness for partial volu
 RECEIVER_GAIN_JITTER = (0.85, 1.15)  # per-case scale of raw intensities (auto-prescan)
 MAX_STORED_VALUE = 4095  # BitsStored 12
 
-PIXEL_SPACING_MM = (1.3, 1.9)
-MATRIX = (144, 192)
+# Pixel spacing is per vendor (VendorProfile.pixel_spacing_mm in scanners.py: 1.3-1.9 mm).
+MATRIX = (144, 192)  # clip for rows and columns
 MIN_FIELD_OF_VIEW_MM = 240.0
-SLICE_THICKNESS_MM = (6.0, 10.0)
-SLICE_GAP_MM = (0.0, 2.0)
-N_SLICES = (8, 12)
+SLICE_THICKNESS_CHOICES_MM = (6.0, 7.0, 8.0, 8.0, 8.0, 10.0)  # per site; 8 mm most common
+SLICE_GAP_CHOICES_MM = (0.0, 0.0, 1.0, 2.0)  # per site, for slices thinner than the next knob
+NO_SLICE_GAP_FROM_THICKNESS_MM = 10.0  # slices this thick or thicker are contiguous
+N_SLICES = (8, 12)  # clip of the slice count
 BASE_PLANE_MARGIN_MM = (2.0, 8.0)  # first slice centre below the base plane
 APEX_MARGIN_MM = 2.0  # last slice centre at least this far inside the epicardial apex
 
@@ -193,6 +227,7 @@ STUDY_YEARS = (2018, 2024)
 # --------------------------------------------------------------------------------------
 # Injected subgroup gap (fairness benchmarks); off unless asked for
 # --------------------------------------------------------------------------------------
-DIFFICULTY_WALL_SCALE = 0.8  # harder group's wall thickness multiplied by this
+# Defaults of spec.SubgroupDifficulty (each must lie within 0.2-2.0).
+DIFFICULTY_WALL_SCALE = 0.8  # harder group's wall thickness multiplied by this (after WALL_CLIP_MM)
 DIFFICULTY_SNR_SCALE = 0.7  # harder group's SNR multiplied by this
 DIFFICULTY_SCAR_ECV_SCALE = 1.0  # harder group's scar ECV excess over remote scaled by this

@@ -3,7 +3,8 @@
 Each vendor writes its own manufacturer strings, model names, series
 descriptions, image types, sequence parameters and raw intensity range; each
 site draws its own protocol (resolution, slice thickness), noise, bias and
-inversion-time habit from the ranges in ``knobs``.
+inversion-time habit: pixel spacing from its vendor's range below, the rest
+from ``knobs``.
 """
 
 from __future__ import annotations
@@ -136,8 +137,12 @@ def sample_scanner(rng: np.random.Generator, site_index: int, vendor: str, field
     columns = int(np.clip(round(rows * float(rng.choice([1.0, 1.0, 1.125, 1.25])) / 16) * 16, *knobs.MATRIX))
     if rows * pixel_spacing < knobs.MIN_FIELD_OF_VIEW_MM:
         rows = columns = knobs.MATRIX[1]
-    slice_thickness = float(rng.choice([6.0, 7.0, 8.0, 8.0, 8.0, 10.0]))
-    slice_gap = float(rng.choice([0.0, 0.0, 1.0, 2.0])) if slice_thickness < 10 else 0.0
+    slice_thickness = float(rng.choice(knobs.SLICE_THICKNESS_CHOICES_MM))
+    slice_gap = (
+        float(rng.choice(knobs.SLICE_GAP_CHOICES_MM))
+        if slice_thickness < knobs.NO_SLICE_GAP_FROM_THICKNESS_MM
+        else 0.0
+    )
     if rng.random() < knobs.TI_TOO_SHORT_FRACTION:
         ti_offset = -float(rng.uniform(*knobs.TI_TOO_SHORT_MS))
     else:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmr.attributes import AGE_BANDS, ETHNICITIES, SEXES
+from cmr.phantom import knobs
+
 GENERATOR_VERSION = "1"
 SUBGROUP_ATTRIBUTES = ("sex", "ethnicity", "age_band")
 
@@ -27,15 +30,22 @@ class SubgroupDifficulty:
 
     attribute: str
     group: str
-    wall_thickness_scale: float = 0.8
-    snr_scale: float = 0.7
-    scar_contrast_scale: float = 1.0  # scales scar ECV excess over remote myocardium
+    wall_thickness_scale: float = knobs.DIFFICULTY_WALL_SCALE
+    snr_scale: float = knobs.DIFFICULTY_SNR_SCALE
+    # Scales the scar ECV excess over remote myocardium.
+    scar_contrast_scale: float = knobs.DIFFICULTY_SCAR_ECV_SCALE
 
     def __post_init__(self) -> None:
         if self.attribute not in SUBGROUP_ATTRIBUTES:
             raise ValueError(
                 f"subgroup_difficulty.attribute: expected one of {SUBGROUP_ATTRIBUTES},"
                 f" got {self.attribute!r}"
+            )
+        vocabulary = {"sex": SEXES, "ethnicity": ETHNICITIES, "age_band": AGE_BANDS}[self.attribute]
+        if self.group not in vocabulary:
+            raise ValueError(
+                f"subgroup_difficulty.group: {self.group!r} is not a {self.attribute} value;"
+                f" expected one of {vocabulary}"
             )
         for name in ("wall_thickness_scale", "snr_scale", "scar_contrast_scale"):
             value = getattr(self, name)
