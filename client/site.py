@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cmr.store import CaseStore
+from privacy.budget import SiteBudget, site_budget_from
 
 SITE_CONFIG_FILE = "site.toml"
 
@@ -20,6 +21,7 @@ class SiteNotFoundError(RuntimeError):
 class Site:
     site_id: str
     site_dir: Path
+    privacy_budget: SiteBudget | None = None  # site.toml [privacy]: the most ε this site spends
 
     @property
     def store(self) -> CaseStore:
@@ -37,7 +39,16 @@ def load_site(site_dir: Path) -> Site:
     site_id = site_dir.name
     if config_path.is_file():
         site_id = str(tomllib.loads(config_path.read_text()).get("name", site_id))
-    return Site(site_id=site_id, site_dir=site_dir)
+    return Site(site_id=site_id, site_dir=site_dir, privacy_budget=site_privacy_budget(site_dir))
+
+
+def site_privacy_budget(site_dir: Path) -> SiteBudget | None:
+    """The ``[privacy]`` table of the site's site.toml (validated), or None without one."""
+    config_path = Path(site_dir) / SITE_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    config = tomllib.loads(config_path.read_text())
+    return site_budget_from(config["privacy"], config_path) if "privacy" in config else None
 
 
 def resolve_site(node_config: dict[str, Any], simulated_site_dirs: list[Path] | None) -> Site:

@@ -8,14 +8,18 @@ and nothing else, so a task runs and is tested without Flower.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from cmr.attributes import SubgroupAttributes
 from cmr.store import CaseEntry, CaseStore
+
+if TYPE_CHECKING:
+    from privacy.dp_sgd import PrivateRoundPlan
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class TrainSettings:
     proximal_mu: float = 0.0  # FedProx: 0 means plain local SGD
     max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps
     seed: int = 0
+    # DP-SGD for this round (privacy.dp_sgd.plan_round): None trains without it. The
+    # task then samples patients, not slices, and hands its model, optimiser and
+    # loader to privacy.dp_sgd.make_private.
+    privacy: PrivateRoundPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,10 @@ class Task(Protocol):
 
     def build_model(self) -> torch.nn.Module: ...
 
+    def training_patients(self, store: CaseStore) -> int:
+        """How many patients ``train`` learns from: the records DP-SGD samples and protects."""
+        ...
+
     def train(
         self,
         model: torch.nn.Module,
@@ -101,6 +113,28 @@ def validation_case_ids(entries: Iterable[CaseEntry], validation_fraction: float
     if not chosen and len(entries) >= 2 and validation_fraction > 0:
         chosen = {min(entries, key=_split_bucket).case_id}
     return chosen
+
+
+def patient_keys(store: CaseStore, entries: Iterable[CaseEntry]) -> dict[str, str]:
+    """Case id → the patient it belongs to, so that DP-SGD protects patients, not cases.
+
+    A case is one series; a patient may have several. Ingest keeps each case's
+    de-identified header, whose PatientID is the site's salted pseudonym of the
+    patient (``cmr.deid``): cases with the same pseudonym are one patient. A case
+    without a header (stores written directly, as in tests) is its own patient.
+    (The case store could index this pseudonym; until it does, it is read here.)
+    """
+    from cmr.ingest import HEADERS_FOLDER
+
+    keys = {}
+    for entry in entries:
+        header_path = store.root / HEADERS_FOLDER / f"{entry.case_id}.json"
+        patient = None
+        if header_path.is_file():
+            values = json.loads(header_path.read_text()).get("00100020", {}).get("Value") or []
+            patient = str(values[0]) if values else None
+        keys[entry.case_id] = f"patient:{patient}" if patient else f"case:{entry.case_id}"
+    return keys
 
 
 def pick_device(prefer: str = "auto") -> torch.device:

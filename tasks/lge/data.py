@@ -13,6 +13,10 @@ Preprocessing (deterministic, cached per store):
 
 Augmentation (training only, seeded): flips, 90° rotations, intensity scale and
 shift, Gaussian noise.
+
+Under DP-SGD the training set is not slices but patients (``OneSlicePerPatient``):
+one item per patient, and each draw of a patient returns one of that patient's
+labelled slices, so that a patient is one record however many slices it has.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,6 +159,51 @@ class PreprocessedCase:
             }
             for index in self.labelled_slices
         ]
+
+
+class OneSlicePerPatient(torch.utils.data.Dataset):
+    """The patient-level training set of DP-SGD: item ``i`` is one slice of patient ``i``.
+
+    Each draw picks one of the patient's labelled slices (over all of the patient's
+    training cases) uniformly, with this dataset's own generator, so the choice
+    depends on nothing but a random number and the patient's own slice count; the
+    slice is then augmented like any training slice. Items are (image, label)
+    tuples, [1, row, col] each, which Opacus' DPDataLoader collates, empty batches
+    included.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[PreprocessedCase],
+        patient_of_case: Mapping[str, str],
+        augmentation: Callable[[dict], dict] | None = None,
+        seed: int = 0,
+    ) -> None:
+        slices_by_patient: dict[str, list[tuple[PreprocessedCase, int]]] = {}
+        for case in cases:
+            patient = patient_of_case.get(case.entry.case_id, case.entry.case_id)
+            slices_by_patient.setdefault(patient, []).extend((case, index) for index in case.labelled_slices)
+        self.patients = sorted(patient for patient, slices in slices_by_patient.items() if slices)
+        self._slices = [slices_by_patient[patient] for patient in self.patients]
+        self.augmentation = augmentation
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def slice_count(self, index: int) -> int:
+        return len(self._slices[index])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        choices = self._slices[index]
+        case, slice_index = choices[int(torch.randint(len(choices), (1,), generator=self._generator))]
+        sample = {
+            IMAGE: case.image.as_tensor()[slice_index : slice_index + 1],
+            LABEL: case.label[slice_index : slice_index + 1],
+        }
+        if self.augmentation is not None:
+            sample = self.augmentation(sample)
+        return torch.as_tensor(sample[IMAGE]), torch.as_tensor(sample[LABEL])
 
 
 def preprocess_case(case: StoredCase, geometry: SliceGeometry) -> PreprocessedCase:

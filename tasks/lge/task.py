@@ -7,6 +7,7 @@ validation cases (``tasks.base.validation_case_ids``); ``train`` uses the first,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -19,11 +20,19 @@ from monai.data import Dataset
 from torch.utils.data import DataLoader
 
 from cmr.store import CaseStore
-from tasks.base import CaseRecord, Evaluation, TrainOutcome, TrainSettings, validation_case_ids
+from tasks.base import CaseRecord, Evaluation, TrainOutcome, TrainSettings, patient_keys, validation_case_ids
 from tasks.lge.classes import tissue_to_class
-from tasks.lge.data import IMAGE, LABEL, PreprocessedCase, SliceGeometry, preprocessed_cases, training_augmentation
+from tasks.lge.data import (
+    IMAGE,
+    LABEL,
+    OneSlicePerPatient,
+    PreprocessedCase,
+    SliceGeometry,
+    preprocessed_cases,
+    training_augmentation,
+)
 from tasks.lge.inference import autocast_for, predict_stack, probabilities_on_original_grid, slice_logits
-from tasks.lge.loss import DEFAULT_CLASS_WEIGHTS, segmentation_loss
+from tasks.lge.loss import DEFAULT_CLASS_WEIGHTS, per_slice_segmentation_loss, segmentation_loss
 from tasks.lge.metrics import METRIC_NAMES, SUMMARY_METRICS, case_metrics, nan_mean
 from tasks.lge.network import build_unet
 
@@ -55,6 +64,16 @@ class LgeScarSegmentation:
         training = [c for c in cases if c.entry.case_id not in validation_ids]
         return training, validation
 
+    def training_patients(self, store: CaseStore) -> int:
+        return len(self.patient_dataset(store))
+
+    def patient_dataset(self, store: CaseStore, seed: int = 0) -> OneSlicePerPatient:
+        """The training set as DP-SGD samples it: one item per patient, one slice per draw."""
+        training_cases, _ = self.split(store)
+        patients = patient_keys(store, (case.entry for case in training_cases))
+        augmentation = training_augmentation(seed) if self.augment else None
+        return OneSlicePerPatient(training_cases, patients, augmentation, seed)
+
     def train(
         self,
         model: torch.nn.Module,
@@ -62,49 +81,93 @@ class LgeScarSegmentation:
         settings: TrainSettings,
         device: torch.device,
     ) -> TrainOutcome:
+        """Local training; with ``settings.privacy``, DP-SGD over patients (see privacy.dp_sgd)."""
         started = time.perf_counter()
         training_cases, _ = self.split(store)
         samples = [sample for case in training_cases for sample in case.slice_samples()]
-        if not samples:
+        plan = settings.privacy
+        if not samples or (plan is not None and plan.steps == 0):
             log.warning("no labelled training slices in %s: nothing to train", store.root)
-            return TrainOutcome(0, 0, 0, math.nan, time.perf_counter() - started)
+            return TrainOutcome(len(samples), 0, 0, math.nan, time.perf_counter() - started)
 
-        dataset = Dataset(samples, transform=training_augmentation(settings.seed) if self.augment else None)
-        loader = DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(settings.seed),
-            num_workers=0,
-            pin_memory=device.type == "cuda",
-        )
         model.to(device).train()
-        loss_function = segmentation_loss(self.class_weights).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-        scaler = _grad_scaler(device)
         global_weights = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+        private = None
+        if plan is None:
+            loader = DataLoader(
+                Dataset(samples, transform=training_augmentation(settings.seed) if self.augment else None),
+                batch_size=settings.batch_size,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(settings.seed),
+                num_workers=0,
+                pin_memory=device.type == "cuda",
+            )
+            loss_function = segmentation_loss(self.class_weights).to(device)
+        else:
+            from privacy.dp_sgd import make_private
 
-        steps, examples_seen, loss_total = 0, 0, 0.0
-        for batch in _batches(loader, settings.local_epochs, settings.max_steps):
-            images = batch[IMAGE].to(device, non_blocking=True)
-            labels = batch[LABEL].to(device, non_blocking=True).long()
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_for(device):
-                data_loss = loss_function(model(images), labels)
-            loss = data_loss.float()
-            if settings.proximal_mu > 0:
-                loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            steps += 1
-            examples_seen += images.shape[0]
-            loss_total += float(data_loss.detach())
+            private = make_private(
+                model,
+                optimizer,
+                DataLoader(
+                    self.patient_dataset(store, settings.seed),
+                    batch_size=settings.batch_size,  # expected patients per step
+                    num_workers=0,
+                    pin_memory=device.type == "cuda",
+                ),
+                per_slice_segmentation_loss(self.class_weights).to(device),
+                plan,
+                data_independent_penalty=(
+                    (lambda local=model: proximal_term(local, global_weights, settings.proximal_mu))
+                    if settings.proximal_mu > 0
+                    else None
+                ),
+            )
+            model, optimizer, loader, loss_function = private.module, private.optimizer, private.data_loader, private.criterion
+        # Mixed precision only without DP: loss scaling acts on .grad, not on the
+        # per-sample gradients that Opacus clips.
+        scaler = _grad_scaler(device) if private is None else torch.amp.GradScaler(device.type, enabled=False)
+        precision = (lambda: autocast_for(device)) if private is None else contextlib.nullcontext
+
+        # Under DP-SGD the plan's steps are the ones the site's budget was checked on.
+        epochs, max_steps = settings.local_epochs, settings.max_steps
+        if plan is not None:
+            epochs, max_steps = math.ceil(plan.steps / plan.steps_per_epoch), plan.steps
+
+        steps, examples_seen, loss_total, loss_steps = 0, 0, 0.0, 0
+        try:
+            for batch in _batches(loader, epochs, max_steps):
+                images, labels = _images_and_labels(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
+                if private is not None and images.shape[0] == 0:  # Poisson sampling drew nobody
+                    private.noise_only_step()
+                    continue
+                with precision():
+                    data_loss = loss_function(model(images), labels)
+                loss = data_loss if private is not None else data_loss.float()
+                if settings.proximal_mu > 0 and private is None:
+                    loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                examples_seen += images.shape[0]
+                loss_total += float(data_loss.detach())
+                loss_steps += 1
+            if private is not None and not private.accounted_steps == steps == plan.steps:
+                raise RuntimeError(
+                    f"DP-SGD planned {plan.steps} steps, took {steps}, Opacus accounted {private.accounted_steps}"
+                )
+        finally:
+            if private is not None:
+                private.close()
         seconds = time.perf_counter() - started
-        mean_loss = loss_total / steps if steps else math.nan
+        mean_loss = loss_total / loss_steps if loss_steps else math.nan
         log.info(
-            "trained %d steps on %d slices (%d cases), mean loss %.4f, %.1f slices/s",
-            steps, len(samples), len(training_cases), mean_loss, examples_seen / max(seconds, 1e-9),
+            "trained %d steps%s on %d slices (%d cases), mean loss %.4f, %.1f slices/s",
+            steps, " with DP-SGD" if private is not None else "", len(samples), len(training_cases),
+            mean_loss, examples_seen / max(seconds, 1e-9),
         )
         return TrainOutcome(
             num_examples=len(samples),
@@ -160,6 +223,12 @@ def _batches(loader: DataLoader, epochs: int, max_steps: int) -> Iterator[dict]:
                 return
             steps += 1
             yield batch
+
+
+def _images_and_labels(batch: dict | Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slice batches are MONAI dicts; patient batches (DP-SGD) are (image, label) tuples."""
+    images, labels = (batch[IMAGE], batch[LABEL]) if isinstance(batch, dict) else batch
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True).long()
 
 
 def proximal_term(model: torch.nn.Module, global_weights: list[torch.Tensor], mu: float) -> torch.Tensor:
