@@ -1,7 +1,16 @@
-"""Strategy composition: which of Flower's strategies aggregates a round."""
+"""Strategy composition: which of Flower's strategies aggregates a round, and its DP wrapper.
+
+``compose_strategy`` returns what the round loop calls: the aggregation strategy
+(FedAvg, FedProx, FedAdam, or a robust one), wrapped in Flower's client-side-clipping
+DP wrapper when client-level DP is on (privacy/client_dp.py). SecAgg+ is not a
+strategy: it changes how a round's weights travel (server/secure_aggregation.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     FedAdam,
     FedAvg,
@@ -12,20 +21,46 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from privacy.client_dp import ClientLevelDp
+from privacy.settings import PrivacySettings
 from server.config import FederationConfig
 from server.site_metrics import aggregate_site_metrics
 
+NUM_EXAMPLES_KEY = "num-examples"
+# Under client-level DP every site weighs the same in the mean (the noise is calibrated
+# to one site's clipped update over n sites); the round loop stamps this weight on the
+# replies, because Flower's strategies weight by a key of the reply's MetricRecord.
+SITE_WEIGHT_KEY = "site-weight"
 
-def build_strategy(config: FederationConfig) -> Strategy:
+
+@dataclass(frozen=True)
+class ComposedStrategy:
+    strategy: Strategy  # what the round loop calls
+    privacy: PrivacySettings
+    client_dp: ClientLevelDp | None  # the DP wrapper and its accountant, when on
+
+
+def compose_strategy(config: FederationConfig) -> ComposedStrategy:
+    privacy = PrivacySettings.from_run_config(config)
+    base = build_strategy(config, uniform_site_weights=privacy.uniform_site_weights)
+    client_dp = ClientLevelDp(privacy.client_dp, base) if privacy.client_dp.enabled else None
+    return ComposedStrategy(
+        strategy=client_dp.strategy if client_dp else base, privacy=privacy, client_dp=client_dp
+    )
+
+
+def build_strategy(config: FederationConfig, uniform_site_weights: bool = False) -> Strategy:
     common = dict(
         fraction_train=config.fraction_train,
         fraction_evaluate=1.0,  # every site evaluates every round: the audit needs all
         min_train_nodes=config.min_train_sites,
         min_evaluate_nodes=config.min_train_sites,
         min_available_nodes=config.min_available_sites,
-        train_metrics_aggr_fn=aggregate_site_metrics,
-        evaluate_metrics_aggr_fn=aggregate_site_metrics,
+        train_metrics_aggr_fn=example_weighted_metrics,
+        evaluate_metrics_aggr_fn=example_weighted_metrics,
     )
+    if uniform_site_weights:
+        common["weighted_by_key"] = SITE_WEIGHT_KEY
     match config.strategy:
         case "fedavg":
             return FedAvg(**common)
@@ -40,3 +75,11 @@ def build_strategy(config: FederationConfig) -> Strategy:
         case "krum":
             return Krum(**common)
     raise ValueError(f"strategy {config.strategy!r} is not built here")
+
+
+def example_weighted_metrics(replies: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Consortium metrics are example-weighted whatever weights the model average."""
+    metrics = aggregate_site_metrics(replies, NUM_EXAMPLES_KEY)
+    if SITE_WEIGHT_KEY in metrics:
+        del metrics[SITE_WEIGHT_KEY]
+    return metrics

@@ -43,6 +43,12 @@ def test_two_federated_rounds_run_in_process(ingested_sites: list[Path], tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 2
     assert summary["sites"] == ["site-01", "site-02", "site-03"]
+    # SecAgg+ is on by default: every round's weights were aggregated under it, no site lost.
+    assert summary["privacy"]["secure_aggregation"]["enabled"] is True
+    for entry in summary["rounds_detail"]:
+        assert entry["secure_aggregation"] == {"sites": 3, "sampled": 3}
+        assert entry["failures"] == []
+        assert sorted(entry["train"]["sites"]) == summary["sites"]  # scalars still per site
     for site in summary["sites"]:
         assert summary["final"]["per_site"][site]["cases_evaluated"] > 0
         assert 0.0 <= summary["final"]["per_site"][site]["dice_myocardium"] <= 1.0
