@@ -293,3 +293,14 @@ def _non_negative(run_config: Mapping[str, Any], key: str, default: float) -> fl
     if not number >= 0:
         raise ValueError(f"run-config {key}={value!r}: a tolerance must be 0 or more")
     return number
+
+
+AUDIT_SPECS: dict[str, AuditSpec] = {"lge": LGE_AUDIT_SPEC}
+
+
+def audit_spec_for(task: str) -> AuditSpec:
+    """The audit spec of a task, by the task's registry name."""
+    try:
+        return AUDIT_SPECS[task]
+    except KeyError:
+        raise KeyError(f"no fairness audit spec for task {task!r}; known: {', '.join(sorted(AUDIT_SPECS))}") from None

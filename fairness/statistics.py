@@ -268,6 +268,25 @@ class CellStatistics:
 
 
 @dataclass(frozen=True)
+class Atom:
+    """The finest split of a site's cases: all attribute values, and which figures count the case."""
+
+    attributes: tuple[tuple[str, str], ...]  # (attribute, value) for every attribute of the spec
+    metrics_defined: tuple[str, ...]  # metrics with a finite value for the case
+    call_sides: tuple[tuple[str, str], ...]  # (call, side) for the calls the case has
+
+    def counted_by(self, group: Group, item: Item) -> bool:
+        """True when the case is one of those behind ``item`` of ``group``."""
+        if not group.contains(dict(self.attributes)):
+            return False
+        if item.kind == "cases":
+            return True
+        if item.kind == "metric":
+            return item.name in self.metrics_defined
+        return (item.name, item.side) in self.call_sides
+
+
+@dataclass(frozen=True)
 class WithheldItem:
     """A group (or one item of it) a site did not send, and why (the reason stays at the site)."""
 
@@ -290,6 +309,10 @@ class SiteStatistics:
     withheld: tuple[WithheldItem, ...] = ()
     suppression_threshold: int | None = None
     score_bin_edges: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # Site-local, never sent: how many cases share each combination of attribute values
+    # and of which figures count them (``Atom``). Suppression needs it to find every
+    # small set of cases that published figures could isolate; it is emptied by suppress.
+    atoms: dict[Atom, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_suppressed(self) -> bool:
@@ -382,7 +405,21 @@ def site_statistics(
         cells[group] = CellStatistics(len(chosen), metrics, calls)
     ordered = dict(sorted(cells.items(), key=lambda kv: group_order(spec.groupings)(kv[0])))
     edges = {pair.name: tuple(float(e) for e in pair.score_bin_edges) for pair in spec.calls if pair.has_score}
-    return SiteStatistics(site_id=site_id, cells=ordered, score_bin_edges=edges)
+    atoms: dict[Atom, int] = defaultdict(int)
+    used = sorted({a for grouping in spec.groupings for a in grouping.attributes})
+    for record in records:
+        attributes = record.attributes.as_dict()
+        atom = Atom(
+            attributes=tuple((a, attributes[a]) for a in used),
+            metrics_defined=tuple(
+                m.name for m in spec.metrics if math.isfinite(record.metrics.get(m.name, math.nan))
+            ),
+            call_sides=tuple(
+                (pair.name, side) for pair in spec.calls if (side := call_side_of(record, pair)) is not None
+            ),
+        )
+        atoms[atom] += 1
+    return SiteStatistics(site_id=site_id, cells=ordered, score_bin_edges=edges, atoms=dict(atoms))
 
 
 def _call_side(records: list[CaseRecordLike], pair: CallPair) -> CallSide:

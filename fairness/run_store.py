@@ -1,0 +1,166 @@
+"""The server's record of what sites sent about fairness: one JSON file per round in the run folder.
+
+``RUN_DIR/fairness/round-003.json`` holds, for one evaluation round, each site's
+flat statistics dict exactly as received (already suppressed at the site), the
+task, the run-config settings of the audit, notes on sites that sent nothing,
+and any site whose dict failed validation (kept out of the audit, with the
+reason). ``load_run_statistics`` reads every round back as decoded statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairness.statistics import SiteStatistics
+from fairness.wire import WireFormatError, WireValue, decode
+
+log = logging.getLogger(__name__)
+
+FAIRNESS_DIR = "fairness"
+FILE_FORMAT = "cmrfl-fairness-round"
+FILE_VERSION = 1
+SETTINGS_PREFIX = "fairness-"
+
+
+class NoFairnessStatistics(FileNotFoundError):
+    """The run folder holds no fairness statistics."""
+
+
+@dataclass(frozen=True)
+class RoundStatistics:
+    server_round: int
+    sites: dict[str, SiteStatistics]  # site id → decoded statistics
+    task: str = "lge"
+    settings: dict[str, Any] = field(default_factory=dict)  # fairness-* run-config keys
+    notes: dict[str, str] = field(default_factory=dict)  # site id → why nothing (or less) came
+    rejected: dict[str, str] = field(default_factory=dict)  # site id → why its dict was refused
+
+
+@dataclass(frozen=True)
+class RunStatistics:
+    run_dir: Path
+    rounds: dict[int, RoundStatistics]  # in round order
+
+    @property
+    def last(self) -> RoundStatistics:
+        return self.rounds[max(self.rounds)]
+
+
+def fairness_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / FAIRNESS_DIR
+
+
+def round_statistics_path(run_dir: Path, server_round: int) -> Path:
+    if server_round < 0:
+        raise ValueError(f"server round must be 0 or more, not {server_round}")
+    return fairness_dir(run_dir) / f"round-{server_round:03d}.json"
+
+
+def save_round_statistics(
+    run_dir: Path,
+    server_round: int,
+    site_statistics: Mapping[str, Mapping[str, WireValue]],
+    suppressed_info: Mapping[str, str] | None = None,
+    *,
+    task: str = "lge",
+    run_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one round's statistics, as received from each site, to ``RUN_DIR/fairness/round-NNN.json``.
+
+    ``site_statistics``: site id → the site's flat dict (``MetricRecord`` as a dict;
+    other keys are dropped). ``suppressed_info``: site id → a note for the report on
+    a site that sent nothing or less this round ("no reply", "evaluation failed").
+    ``run_config``: its ``fairness-*`` keys (tolerances, suppression threshold) are
+    kept with the round so the report needs nothing else. A site whose dict fails
+    validation is logged, recorded under ``rejected`` with the reason and left out.
+    Writing the same round again replaces the file.
+    """
+    sites, rejected = {}, {}
+    for site_id, wire in sorted(site_statistics.items()):
+        ours = {k: _plain(v) for k, v in wire.items() if isinstance(k, str) and k.startswith("fairness|")}
+        try:
+            decode(ours, site_id)
+        except WireFormatError as error:
+            log.warning("round %d: fairness statistics of %s refused: %s", server_round, site_id, error)
+            rejected[str(site_id)] = str(error)
+            continue
+        sites[str(site_id)] = ours
+    settings = {k: v for k, v in (run_config or {}).items() if str(k).startswith(SETTINGS_PREFIX)}
+    document = {
+        "format": FILE_FORMAT,
+        "version": FILE_VERSION,
+        "round": int(server_round),
+        "task": task,
+        "settings": settings,
+        "sites": sites,
+        "notes": {str(k): str(v) for k, v in (suppressed_info or {}).items()},
+        "rejected": rejected,
+    }
+    path = round_statistics_path(run_dir, server_round)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=1, sort_keys=True, allow_nan=False)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_round_statistics(path: Path) -> RoundStatistics:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable fairness round file ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path}: not a fairness round file (format {document.get('format')!r})")
+    if document.get("version") != FILE_VERSION:
+        raise ValueError(f"{path}: file version {document.get('version')!r}, this code reads {FILE_VERSION}")
+    try:
+        sites = {site_id: decode(wire, site_id) for site_id, wire in document["sites"].items()}
+    except WireFormatError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return RoundStatistics(
+        server_round=int(document["round"]),
+        sites=sites,
+        task=str(document.get("task", "lge")),
+        settings=dict(document.get("settings", {})),
+        notes=dict(document.get("notes", {})),
+        rejected=dict(document.get("rejected", {})),
+    )
+
+
+def load_run_statistics(run_dir: Path) -> RunStatistics:
+    """Every round's statistics in the run folder; ``NoFairnessStatistics`` names the folder if none."""
+    run_dir = Path(run_dir)
+    paths = sorted(fairness_dir(run_dir).glob("round-*.json"))
+    rounds = {}
+    for path in paths:
+        if path.stem.removeprefix("round-").isdigit():
+            statistics = load_round_statistics(path)
+            rounds[statistics.server_round] = statistics
+    if not rounds:
+        raise NoFairnessStatistics(
+            f"no fairness statistics in {run_dir} (expected {fairness_dir(run_dir)}/round-NNN.json)"
+        )
+    return RunStatistics(run_dir, dict(sorted(rounds.items())))
+
+
+def _plain(value: Any) -> Any:
+    """MetricRecord values as JSON: lists stay lists, numpy scalars become Python numbers."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (int, float)):
+        return value.item()
+    return value
