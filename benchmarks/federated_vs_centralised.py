@@ -6,7 +6,7 @@ on every site's validation cases. Also: the wall time of the federated run
 against centralised training of the same work; the ratio is the platform's
 overhead (Flower messaging, Ray actors, per-round evaluation at every site).
 
-    .venv/bin/python benchmarks/federated_vs_centralised.py [--sites 3 --cases 24 --rounds 5]
+    .venv/bin/python benchmarks/federated_vs_centralised.py [--sites 3 --cases 24 --rounds 20]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--cases", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     task = get_task("lge")

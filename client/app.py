@@ -2,17 +2,24 @@
 
 Only the weights, the number of examples and aggregate scalars (sums and counts
 over the site's cases) leave the site; per-case records stay in the site folder.
+With DP-SGD (run config ``dp-sgd``) the site plans the round, checks it against its
+own privacy budget (site.toml ``[privacy]``) and either declines with a Flower Error
+reply that says why, or trains and records the spend in its ledger (privacy/).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.mods import SITE_MODS
 from client.site import resolve_site
+from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metrics
+from privacy.dp_sgd import DpSgdRequest, plan_round
 from tasks import get_task
 from tasks.base import Evaluation, TrainSettings, pick_device
 
@@ -25,6 +32,21 @@ def settings_from(config: ConfigRecord) -> TrainSettings:
         proximal_mu=float(config["proximal-mu"]),
         max_steps=int(config["max-local-steps"]),
         seed=int(config["seed"]),
+    )
+
+
+def dp_sgd_request_from(config: ConfigRecord) -> DpSgdRequest | None:
+    """The run's DP-SGD settings (server.config's dp-sgd-* keys); None when DP-SGD is off."""
+    if not bool(config.get("dp-sgd", False)):
+        return None
+    return DpSgdRequest(
+        max_grad_norm=float(config["dp-sgd-max-grad-norm"]),
+        delta=float(config["dp-sgd-delta"]),
+        noise_multiplier=float(config["dp-sgd-noise-multiplier"]),
+        target_epsilon=float(config["dp-sgd-target-epsilon"]),
+        planned_rounds=int(config["dp-sgd-planned-rounds"]),
+        accountant=str(config["dp-sgd-accountant"]),
+        grad_sample_mode=str(config["dp-sgd-grad-sample-mode"]),
     )
 
 
@@ -48,7 +70,7 @@ def evaluation_metrics(evaluation: Evaluation, metric_names: tuple[str, ...]) ->
 
 
 def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
-    app = ClientApp()
+    app = ClientApp(mods=list(SITE_MODS))  # SecAgg+, client-level DP clipping, update guard
 
     def prepare(msg: Message, context: Context):
         config = msg.content["config"]
@@ -61,13 +83,30 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         site, task, model, device = prepare(msg, context)
-        outcome = task.train(model, site.store, settings_from(msg.content["config"]), device)
+        config = msg.content["config"]
+        settings, request = settings_from(config), dp_sgd_request_from(config)
+        run_id, server_round = str(msg.metadata.run_id), int(config["server-round"])
+        site_privacy = SitePrivacy(site.site_dir, site.site_id, site.privacy_budget)
+        if request is None:
+            declined = site_privacy.decline_without_dp(run_id, server_round)
+        else:
+            plan = plan_round(
+                request, task.training_patients(site.store), settings.batch_size,
+                settings.local_epochs, settings.max_steps,
+            )
+            declined = site_privacy.decline_over_budget(plan, run_id, server_round)
+            settings = replace(settings, privacy=plan)
+        if declined is not None:
+            return Message(Error(BUDGET_DECLINED_ERROR_CODE, declined), reply_to=msg)
+        outcome = task.train(model, site.store, settings, device)
+        spend = None if request is None else site_privacy.record_round(plan, outcome.steps, run_id, server_round)
         metrics = MetricRecord(
             {
                 "num-examples": outcome.num_examples,
                 "train-loss": outcome.mean_loss,
                 "train-seconds": outcome.seconds,
                 "train-examples-per-second": outcome.examples_per_second,
+                **privacy_metrics(spend),
             }
         )
         reply = RecordDict(

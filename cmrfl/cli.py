@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 site_app = typer.Typer(help="Commands a hospital site runs on its own machine.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+audit_app = typer.Typer(help="Fairness audit of a training run.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # soft wrap: a path in an error stays whole
 
@@ -79,11 +81,36 @@ def site_ingest(
     console.print(report.describe())
 
 
+@site_app.command("privacy")
+def site_privacy(
+    site_dir: Annotated[Path, typer.Option(help="The site's folder (holds privacy-ledger.sqlite).")],
+) -> None:
+    """Print the site's privacy ledger: every DP-SGD round and decline, and the ε spent."""
+    from client.site import site_privacy_budget
+    from privacy.ledger import PrivacyLedger, ledger_table
+
+    if not site_dir.is_dir():
+        fail(f"site folder not found: {site_dir}")
+    ledger = PrivacyLedger.for_site(site_dir)
+    budget = site_privacy_budget(site_dir)
+    limit = "no [privacy] budget in site.toml" if budget is None else f"budget: max ε={budget.max_epsilon:g}"
+    entries = ledger.entries()
+    if not entries:
+        console.print(f"{ledger.path}: no DP-SGD round recorded yet ({limit})")
+        return
+    console.print(ledger_table(entries))
+    for entry in (e for e in entries if e.reason):
+        console.print(f"#{entry.entry}: {entry.reason}", highlight=False)
+    trained = [e for e in entries if e.outcome == "trained"]
+    spent = f"ε={trained[-1].epsilon_cumulative:.3f} at δ={trained[-1].delta:g}" if trained else "ε=0"
+    console.print(f"Spent: {spent}; {limit}; ledger: {ledger.path}", highlight=False)
+
+
 @app.command()
 def demo(
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic hospitals.")] = 3,
     cases_per_site: Annotated[int, typer.Option(min=4, help="Patients per hospital.")] = 24,
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
@@ -97,6 +124,25 @@ def demo(
         ),
         console,
     )
+
+
+@audit_app.command("report")
+def audit_report(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder (holds fairness/round-NNN.json).")],
+) -> None:
+    """Write RUN_DIR/fairness-audit.html and .json from the subgroup statistics the sites sent."""
+    from fairness.report import write_audit_report
+    from fairness.run_store import NoFairnessStatistics
+
+    if not run_dir.is_dir():
+        fail(f"run folder not found: {run_dir}")
+    try:
+        html_path, json_path = write_audit_report(run_dir)
+    except NoFairnessStatistics as missing:
+        fail(str(missing))
+    except ValueError as invalid:
+        fail(f"{run_dir}: {invalid}")
+    console.print(f"Wrote [bold]{html_path}[/] and [bold]{json_path}[/]")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from cmrfl.simulation import run_simulated_federation
 class DemoSettings:
     sites: int = 3
     cases_per_site: int = 24
-    rounds: int = 5
+    rounds: int = 20
     seed: int = 0
     out: Path = Path("runs/demo")
     strategy: str = "fedavg"

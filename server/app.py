@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.config import FederationConfig
@@ -19,8 +19,12 @@ log = logging.getLogger("cmrfl.server")
 def make_server_app(
     config_overrides: dict[str, Any] | None = None,
     on_round_end: RoundCallback | None = None,
+    initial_arrays: ArrayRecord | None = None,
 ) -> ServerApp:
-    """A ServerApp; ``config_overrides`` stand in for ``--run-config`` in simulations."""
+    """A ServerApp; ``config_overrides`` stand in for ``--run-config`` in simulations.
+
+    ``initial_arrays`` replaces the task's freshly initialised model (tests, benchmarks).
+    """
     app = ServerApp()
 
     @app.main()
@@ -36,7 +40,7 @@ def make_server_app(
             if on_round_end is not None:
                 on_round_end(history)
 
-        result = run_federation(grid, config, on_round_end=after_round)
+        result = run_federation(grid, config, on_round_end=after_round, initial=initial_arrays)
         outputs = {
             "metrics_csv": str(write_metrics_csv(run_dir, result.history)),
             "final_model": str(write_final_model(run_dir, result.arrays, config)),
@@ -47,7 +51,7 @@ def make_server_app(
             config,
             result.history,
             outputs,
-            extra={"resumed_from_round": result.resumed_from_round},
+            extra={"resumed_from_round": result.resumed_from_round, "privacy": result.privacy},
         )
         log.info("run finished: %s", summary)
 

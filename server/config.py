@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from privacy.settings import run_config_problems as privacy_run_config_problems
+from privacy.dp_sgd import run_config_problems as dp_sgd_run_config_problems
+
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -38,6 +41,30 @@ class FederationConfig:
     run_dir: str = "runs/latest"
     resume: bool = True
     round_timeout_s: float = 3600.0
+    # --- Sample-level DP-SGD at each site (privacy/dp_sgd.py; protected unit: the patient)
+    dp_sgd: bool = False
+    dp_sgd_target_epsilon: float = 8.0  # per site, whole federation; 0: use dp-sgd-noise-multiplier
+    dp_sgd_noise_multiplier: float = 0.0  # explicit σ; 0: derive it from dp-sgd-target-epsilon
+    dp_sgd_delta: float = 1e-05
+    dp_sgd_max_grad_norm: float = 1.0
+    dp_sgd_accountant: str = "rdp"  # rdp or prv
+    dp_sgd_grad_sample_mode: str = "hooks"  # hooks, functorch or ghost
+    # --- end DP-SGD
+    # Server-side privacy (privacy/settings.py checks these together with the strategy)
+    secure_aggregation: bool = True
+    secagg_num_shares: int = 3
+    secagg_reconstruction_threshold: int = 2
+    secagg_clipping_range: float = 1.0
+    secagg_quantization_range: int = 4194304
+    secagg_max_weight: float = 1000.0
+    max_update_norm: float = 100.0
+    client_dp: str = "off"
+    client_dp_noise_multiplier: float = 1.0
+    client_dp_clipping_norm: float = 1.0
+    client_dp_target_quantile: float = 0.5
+    client_dp_clipped_count_stddev: float = 0.0
+    client_dp_delta: float = 1e-05
+    client_dp_population: int = 0
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FederationConfig:
@@ -86,5 +113,7 @@ class FederationConfig:
             problems.append("proximal-mu and max-local-steps must not be negative")
         if self.strategy == "fedprox" and self.proximal_mu <= 0:
             problems.append("strategy=fedprox needs proximal-mu > 0")
+        problems.extend(privacy_run_config_problems(self))
+        problems.extend(dp_sgd_run_config_problems(self))
         if problems:
             raise RunConfigError("invalid run config: " + "; ".join(problems))

@@ -4,25 +4,38 @@ Flower's ``Strategy.start`` runs rounds 1..N from scratch; resuming after an
 interruption needs rounds k+1..N from a checkpoint, and the audit needs each
 site's reply, not only the aggregate. So the loop is ours and everything inside
 a round (sampling, messages, aggregation) is the strategy's.
+
+Privacy in a round (docs/secure-aggregation.md): with ``secure-aggregation`` on, the
+training exchange runs under Flower's SecAgg+ (server/secure_aggregation.py) and the
+sites' own mods guard, clip and mask their updates (client/mods.py); otherwise the
+server guards each update itself (``screen_updates``). With ``client-dp`` on, the
+strategy is wrapped in Flower's DP wrapper and each round's client-level ε, from
+Flower's RDP accountant, is recorded in the round's history entry.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from privacy.dp_sgd import train_config as dp_sgd_train_config
+from privacy.guards import check_update, model_update
+from privacy.settings import site_instructions
 from server.checkpoint import CheckpointStore, config_fingerprint
 from server.config import FederationConfig
+from server.failures import failed_replies, failure
+from server.secure_aggregation import run_secure_training
 from server.site_metrics import means_from_sums
-from server.strategies import build_strategy
+from server.strategies import SITE_WEIGHT_KEY, ComposedStrategy, compose_strategy
 from tasks import get_task
 
 log = logging.getLogger("cmrfl.server")
@@ -40,6 +53,7 @@ class FederationResult:
     arrays: ArrayRecord
     history: list[dict[str, Any]]
     resumed_from_round: int  # 0 when the run started fresh
+    privacy: dict[str, Any] = field(default_factory=dict)  # SecAgg+, guards, client-level DP
 
 
 def train_config_for(config: FederationConfig, server_round: int) -> ConfigRecord:
@@ -54,6 +68,7 @@ def train_config_for(config: FederationConfig, server_round: int) -> ConfigRecor
             "max-local-steps": config.max_local_steps,
             "seed": config.seed + server_round,
             "device": config.device,
+            **dp_sgd_train_config(config),  # DP-SGD at the sites (privacy/dp_sgd.py)
         }
     )
 
@@ -73,15 +88,16 @@ def run_federation(
     grid: Grid,
     config: FederationConfig,
     on_round_end: RoundCallback | None = None,
+    initial: ArrayRecord | None = None,
 ) -> FederationResult:
+    """Rounds ``resume+1 .. num_server_rounds``; ``initial`` replaces the task's fresh model."""
     run_dir = Path(config.run_dir)
-    checkpoints = CheckpointStore(
-        run_dir,
-        config_fingerprint(
-            {"task": config.task, "strategy": config.strategy, "seed": config.seed}
-        ),
-    )
-    arrays, history, first_round = initial_arrays(config), [], 1
+    composed = compose_strategy(config)
+    privacy = composed.privacy
+    checkpoints = CheckpointStore(run_dir, config_fingerprint(fingerprint_settings(config, composed)))
+    arrays = initial if initial is not None else initial_arrays(config)
+    history: list[dict[str, Any]] = []
+    first_round = 1
     resumed_from = 0
     if config.resume and (checkpoint := checkpoints.latest()) is not None:
         arrays, history = checkpoint.arrays, checkpoint.history
@@ -90,23 +106,38 @@ def run_federation(
         log.info("resuming after round %d from %s", resumed_from, checkpoints.directory)
     elif not config.resume:
         checkpoints.clear()
+    if composed.client_dp is not None:
+        composed.client_dp.restore(history)  # the accountant's state is the history
 
-    strategy = build_strategy(config)
+    strategy = composed.strategy
     for server_round in range(first_round, config.num_server_rounds + 1):
         started = time.monotonic()
-        train_replies = list(
-            grid.send_and_receive(
-                strategy.configure_train(
-                    server_round, arrays, train_config_for(config, server_round), grid
-                ),
+        train_config = train_config_for(config, server_round)
+        for key, value in site_instructions(privacy).items():
+            train_config[key] = value
+        instructions = list(strategy.configure_train(server_round, arrays, train_config, grid))
+        clipping_norm = composed.client_dp.clipping_norm if composed.client_dp else None
+        if privacy.secure_aggregation.enabled:
+            secure = run_secure_training(
+                grid,
+                server_round,
+                instructions,
+                arrays,
+                privacy.secure_aggregation,
+                uniform_site_weights=privacy.uniform_site_weights,
                 timeout=config.round_timeout_s,
             )
+            accepted, train_failures = secure.replies, secure.failures
+        else:
+            replies = list(grid.send_and_receive(instructions, timeout=config.round_timeout_s))
+            accepted, train_failures = screen_updates(server_round, replies, arrays, privacy.max_update_norm)
+        aggregated, train_metrics = strategy.aggregate_train(
+            server_round, weighted_for(composed, accepted)
         )
-        aggregated, train_metrics = strategy.aggregate_train(server_round, train_replies)
         if aggregated is None:
             raise RuntimeError(
-                f"round {server_round}: no site returned a usable update "
-                f"({describe_failures(train_replies) or 'no replies'})"
+                f"round {server_round}: no usable aggregate from {len(accepted)} of "
+                f"{len(instructions)} sampled sites{_why_no_aggregate(composed, accepted, train_failures)}"
             )
         arrays = aggregated
         evaluate_replies = list(
@@ -117,25 +148,141 @@ def run_federation(
                 timeout=config.round_timeout_s,
             )
         )
-        evaluate_metrics = strategy.aggregate_evaluate(server_round, evaluate_replies)
+        evaluate_metrics = strategy.aggregate_evaluate(
+            server_round, weighted_for(composed, evaluate_replies)
+        )
         entry = {
             "round": server_round,
             "seconds": round(time.monotonic() - started, 3),
             "train": {
                 "global": means_from_sums(dict(train_metrics or {})),
-                "sites": site_metrics(train_replies),
+                "sites": site_metrics(accepted),
             },
             "evaluate": {
                 "global": means_from_sums(dict(evaluate_metrics or {})),
                 "sites": site_metrics(evaluate_replies),
             },
-            "failures": describe_failures(train_replies + evaluate_replies),
+            "failures": train_failures + failed_replies(evaluate_replies, phase="evaluate"),
         }
+        if privacy.secure_aggregation.enabled:
+            entry["secure_aggregation"] = {"sites": len(accepted), "sampled": len(instructions)}
+        if composed.client_dp is not None and clipping_norm is not None:
+            entry["client_dp"] = composed.client_dp.account_round(clipping_norm)
+            log.info(
+                "round %d: client-level ε = %.4g at δ = %g after %d releases",
+                server_round, entry["client_dp"]["epsilon"], entry["client_dp"]["delta"],
+                entry["client_dp"]["releases"],
+            )
         history.append(entry)
         checkpoints.save(server_round, arrays, history)
         if on_round_end is not None:
             on_round_end(history)
-    return FederationResult(arrays=arrays, history=history, resumed_from_round=resumed_from)
+    return FederationResult(
+        arrays=arrays,
+        history=history,
+        resumed_from_round=resumed_from,
+        privacy=privacy_summary(composed),
+    )
+
+
+def fingerprint_settings(config: FederationConfig, composed: ComposedStrategy) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    settings: dict[str, Any] = {"task": config.task, "strategy": config.strategy, "seed": config.seed}
+    if composed.client_dp is not None:  # the accountant resumes from the recorded releases
+        dp = composed.client_dp.settings
+        settings["client-dp"] = [dp.mode, dp.noise_multiplier, dp.delta, dp.population, dp.clients_per_round]
+    return settings
+
+
+def screen_updates(
+    server_round: int, replies: list[Message], arrays: ArrayRecord, max_update_norm: float
+) -> tuple[list[Message], list[dict[str, Any]]]:
+    """Plain aggregation: the server's update guard. Returns (accepted, failures)."""
+    received = {name: array.numpy() for name, array in arrays.items()}
+    accepted, failures = [], []
+    for reply in replies:
+        if reply.has_error():
+            failures.extend(failed_replies([reply], phase="train"))
+            continue
+        site_id = _site_of(reply)
+        try:
+            (trained,) = reply.content.array_records.values()
+            verdict = check_update(
+                model_update({k: v.numpy() for k, v in trained.items()}, received), max_update_norm
+            )
+            reason = verdict.reason
+        except ValueError as problem:  # not exactly one ArrayRecord, or not this model's arrays
+            reason = f"malformed update: {problem}"
+        if reason:
+            log.warning("round %d: update of %s rejected: %s", server_round, site_id, reason)
+            failures.append(failure(reply.metadata.src_node_id, "train", reason, site=site_id))
+        else:
+            accepted.append(reply)
+    return accepted, failures
+
+
+def weighted_for(composed: ComposedStrategy, replies: list[Message]) -> list[Message]:
+    """Under client-level DP every site weighs the same: stamp that weight on the replies.
+
+    Copies: the replies as received (and the per-site metrics taken from them) stay as
+    the sites sent them.
+    """
+    if not composed.privacy.uniform_site_weights:
+        return replies
+    stamped = []
+    for reply in replies:
+        if reply.has_error():
+            stamped.append(reply)
+            continue
+        content = RecordDict(dict(reply.content.items()))
+        for key, record in reply.content.metric_records.items():
+            content[key] = MetricRecord({**dict(record), SITE_WEIGHT_KEY: 1.0})
+        weighted = copy.copy(reply)
+        weighted.content = content
+        stamped.append(weighted)
+    return stamped
+
+
+def privacy_summary(composed: ComposedStrategy) -> dict[str, Any]:
+    """The run's privacy settings and spend, for summary.json and the model card."""
+    secagg = composed.privacy.secure_aggregation
+    return {
+        "secure_aggregation": {
+            "enabled": secagg.enabled,
+            "protocol": "SecAgg+ (Flower SecAggPlusWorkflow / secaggplus_mod)",
+            "num_shares": secagg.num_shares,
+            "reconstruction_threshold": secagg.reconstruction_threshold,
+            "clipping_range": secagg.clipping_range,
+            "quantization_range": secagg.quantization_range,
+            "max_weight": secagg.max_weight,
+        },
+        "update_guard": {"max_update_norm": composed.privacy.max_update_norm, "non_finite": "rejected"},
+        "client_dp": (
+            composed.client_dp.summary() if composed.client_dp is not None else {"mode": "off"}
+        ),
+    }
+
+
+def _why_no_aggregate(
+    composed: ComposedStrategy, accepted: list[Message], failures: list[dict[str, Any]]
+) -> str:
+    reasons = []
+    if composed.client_dp is not None and len(accepted) != composed.privacy.client_dp.clients_per_round:
+        reasons.append(
+            f"client-level DP calibrates its noise to all {composed.privacy.client_dp.clients_per_round} "
+            "sampled sites and releases nothing with fewer"
+        )
+    reasons += [
+        f"node {f['node_id']}{' at ' + f['stage'] if 'stage' in f else ''}: {f['reason']}" for f in failures
+    ]
+    return f" ({'; '.join(reasons)})" if reasons else " (no replies)"
+
+
+def _site_of(reply: Message) -> str:
+    content = reply.content
+    if SITE_RECORD in content:
+        return str(content[SITE_RECORD]["site-id"])
+    return f"node-{reply.metadata.src_node_id}"
 
 
 def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
@@ -144,17 +291,5 @@ def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
     for reply in replies:
         if reply.has_error():
             continue
-        content = reply.content
-        site_id = str(content[SITE_RECORD]["site-id"]) if SITE_RECORD in content else (
-            f"node-{reply.metadata.src_node_id}"
-        )
-        per_site[site_id] = means_from_sums(dict(content[METRICS_RECORD]))
+        per_site[_site_of(reply)] = means_from_sums(dict(reply.content[METRICS_RECORD]))
     return dict(sorted(per_site.items()))
-
-
-def describe_failures(replies: Iterable[Message]) -> list[dict[str, Any]]:
-    return [
-        {"node_id": reply.metadata.src_node_id, "reason": reply.error.reason}
-        for reply in replies
-        if reply.has_error()
-    ]
