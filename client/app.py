@@ -16,12 +16,20 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.egress import egress_log_mod
 from client.mods import SITE_MODS
 from client.site import resolve_site
+from fairness.records import write_case_records
+from fairness.site import fairness_statistics_to_send
+from fairness.suppression import SUPPRESSION_THRESHOLD_KEY
+from fairness.wire import MESSAGE_RECORD
 from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metrics
 from privacy.dp_sgd import DpSgdRequest, plan_round
 from tasks import get_task
 from tasks.base import Evaluation, TrainSettings, pick_device
+
+MIN_CASES_IN_A_SUM = 2  # a site-wide sum over fewer cases would reveal one case
+FAIRNESS_RECORD = MESSAGE_RECORD  # the evaluate reply's suppressed subgroup statistics
 
 
 def settings_from(config: ConfigRecord) -> TrainSettings:
@@ -55,22 +63,32 @@ def evaluation_metrics(evaluation: Evaluation, metric_names: tuple[str, ...]) ->
 
     Every name is sent, with count 0 where no case defines it, so that all sites'
     replies carry the same keys. The loss travels the same way, weighted by cases.
+    A sum over a single case would be that case's value: it is withheld (count 0)
+    like an undefined one. These site-wide figures carry no subgroup attribute; the
+    subgroup statistics have their own, larger threshold (fairness/suppression.py).
     """
     metrics: dict[str, float] = {"num-examples": float(evaluation.num_examples)}
     for name in metric_names:
         values = [r.metrics[name] for r in evaluation.records if math.isfinite(r.metrics.get(name, math.nan))]
+        if len(values) < MIN_CASES_IN_A_SUM:
+            values = []
         key = name.replace("_", "-")
         metrics[f"{key}-sum"] = float(sum(values))
         metrics[f"{key}-count"] = float(len(values))
     loss = float(evaluation.summary.get("loss", math.nan))
-    has_loss = math.isfinite(loss) and evaluation.num_examples > 0
+    has_loss = math.isfinite(loss) and evaluation.num_examples >= MIN_CASES_IN_A_SUM
     metrics["loss-sum"] = loss * evaluation.num_examples if has_loss else 0.0
     metrics["loss-count"] = float(evaluation.num_examples) if has_loss else 0.0
     return metrics
 
 
 def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
-    app = ClientApp(mods=list(SITE_MODS))  # SecAgg+, client-level DP clipping, update guard
+    def site_dir_of(context: Context) -> Path:
+        return resolve_site(context.node_config, simulated_site_dirs).site_dir
+
+    # Outermost: the egress log sees each reply as it leaves; then SecAgg+, client-level
+    # DP clipping and the update guard (client/mods.py).
+    app = ClientApp(mods=[egress_log_mod(site_dir_of), *SITE_MODS])
 
     def prepare(msg: Message, context: Context):
         config = msg.content["config"]
@@ -121,11 +139,22 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         site, task, model, device = prepare(msg, context)
+        config = msg.content["config"]
         evaluation = task.evaluate(model, site.store, device, site.site_id)
+        # Per-case records stay here, for the site's own governance; only suppressed
+        # subgroup statistics leave (fairness/site.py).
+        write_case_records(site.site_dir, int(config["server-round"]), evaluation.records)
+        threshold = max(site.suppression_threshold, int(config.get(SUPPRESSION_THRESHOLD_KEY, 1)))
+        fairness = fairness_statistics_to_send(
+            evaluation.records, {SUPPRESSION_THRESHOLD_KEY: threshold}, task.name, site.site_id
+        )
         reply = RecordDict(
             {
                 "metrics": MetricRecord(evaluation_metrics(evaluation, task.metric_names)),
                 "site": ConfigRecord({"site-id": site.site_id}),
+                # A ConfigRecord, not a second MetricRecord: Flower's strategies aggregate
+                # exactly one MetricRecord per reply, and these sums are the audit's alone.
+                FAIRNESS_RECORD: ConfigRecord(fairness),
             }
         )
         return Message(content=reply, reply_to=msg)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cmr.store import CaseStore
+from fairness.suppression import DEFAULT_SUPPRESSION_THRESHOLD
 from privacy.budget import SiteBudget, site_budget_from
 
 SITE_CONFIG_FILE = "site.toml"
@@ -17,11 +18,18 @@ class SiteNotFoundError(RuntimeError):
     """The SuperNode was started without a usable site folder."""
 
 
+class SiteConfigError(ValueError):
+    """The site's site.toml says something this version cannot use (names file and key)."""
+
+
 @dataclass(frozen=True)
 class Site:
     site_id: str
     site_dir: Path
     privacy_budget: SiteBudget | None = None  # site.toml [privacy]: the most ε this site spends
+    # site.toml [fairness] suppression-threshold: the smallest subgroup this site reports on.
+    # A floor: the consortium's run config may raise it for a run, never lower it.
+    suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD
 
     @property
     def store(self) -> CaseStore:
@@ -39,7 +47,12 @@ def load_site(site_dir: Path) -> Site:
     site_id = site_dir.name
     if config_path.is_file():
         site_id = str(tomllib.loads(config_path.read_text()).get("name", site_id))
-    return Site(site_id=site_id, site_dir=site_dir, privacy_budget=site_privacy_budget(site_dir))
+    return Site(
+        site_id=site_id,
+        site_dir=site_dir,
+        privacy_budget=site_privacy_budget(site_dir),
+        suppression_threshold=site_suppression_threshold(site_dir),
+    )
 
 
 def site_privacy_budget(site_dir: Path) -> SiteBudget | None:
@@ -49,6 +62,21 @@ def site_privacy_budget(site_dir: Path) -> SiteBudget | None:
         return None
     config = tomllib.loads(config_path.read_text())
     return site_budget_from(config["privacy"], config_path) if "privacy" in config else None
+
+
+def site_suppression_threshold(site_dir: Path) -> int:
+    """``[fairness] suppression-threshold`` of the site's site.toml (default 10)."""
+    config_path = Path(site_dir) / SITE_CONFIG_FILE
+    if not config_path.is_file():
+        return DEFAULT_SUPPRESSION_THRESHOLD
+    table = tomllib.loads(config_path.read_text()).get("fairness", {})
+    unknown = sorted(set(table) - {"suppression-threshold"})
+    if unknown:
+        raise SiteConfigError(f"{config_path}: [fairness] has unknown key(s) {', '.join(unknown)}; known: suppression-threshold")
+    value = table.get("suppression-threshold", DEFAULT_SUPPRESSION_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SiteConfigError(f"{config_path}: [fairness] suppression-threshold={value!r} must be a whole number, 1 or more")
+    return value
 
 
 def resolve_site(node_config: dict[str, Any], simulated_site_dirs: list[Path] | None) -> Site:

@@ -114,13 +114,30 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
+    dp_sgd: Annotated[
+        bool, typer.Option(help="Patient-level DP-SGD at every site (Opacus), to the target ε below.")
+    ] = False,
+    epsilon: Annotated[
+        float, typer.Option(min=0.01, help="Each site's target ε for the whole run (δ = 1e-5).")
+    ] = 8.0,
+    secure_aggregation: Annotated[
+        bool, typer.Option(help="Masked model updates: the server sees only their sum (SecAgg+).")
+    ] = True,
 ) -> None:
     """Everything on one machine: synthetic hospitals, ingest, federated training, outputs."""
     from cmrfl.demo import DemoSettings, run_demo
 
     run_demo(
         DemoSettings(
-            sites=sites, cases_per_site=cases_per_site, rounds=rounds, seed=seed, out=out, strategy=strategy
+            sites=sites,
+            cases_per_site=cases_per_site,
+            rounds=rounds,
+            seed=seed,
+            out=out,
+            strategy=strategy,
+            dp_sgd=dp_sgd,
+            target_epsilon=epsilon,
+            secure_aggregation=secure_aggregation,
         ),
         console,
     )

@@ -15,15 +15,19 @@ from server.app import make_server_app
 from server.federation import RoundCallback
 
 
-def backend_config_for(n_sites: int) -> dict[str, Any]:
-    """Ray resources: one CPU per virtual site; GPU sites share the GPUs present."""
+def backend_config_for(n_sites: int, quiet_sites: bool = False) -> dict[str, Any]:
+    """Ray resources: one CPU per virtual site; GPU sites share the GPUs present.
+
+    ``quiet_sites``: the sites' own output stays in Ray's session logs instead of the
+    console (a site's failure still reaches the server as an error reply, in its log).
+    """
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count()
     per_site_gpu = min(1.0, gpus / n_sites) if gpus else 0.0
-    return {
-        "client_resources": {"num_cpus": 1, "num_gpus": per_site_gpu},
-        "init_args": {"num_cpus": cpus, "num_gpus": gpus},
-    }
+    init_args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
+    if quiet_sites:
+        init_args["log_to_driver"] = False
+    return {"client_resources": {"num_cpus": 1, "num_gpus": per_site_gpu}, "init_args": init_args}
 
 
 def run_simulated_federation(
@@ -34,8 +38,9 @@ def run_simulated_federation(
 ) -> None:
     """One virtual SuperNode per site folder; the ServerApp runs in this process."""
     flwr_logger = logging.getLogger("flwr")
-    saved_handlers = list(flwr_logger.handlers)
+    saved_handlers, saved_propagate = list(flwr_logger.handlers), flwr_logger.propagate
     if flower_log is not None:
+        flwr_logger.propagate = False  # not also to the console through the root logger
         # Flower's round-by-round log goes to a file; the person watches progress bars.
         flower_log.parent.mkdir(parents=True, exist_ok=True)
         for handler in saved_handlers:
@@ -46,7 +51,7 @@ def run_simulated_federation(
             server_app=make_server_app(run_config, on_round_end=on_round_end),
             client_app=make_client_app([Path(d).resolve() for d in site_dirs]),
             num_supernodes=len(site_dirs),
-            backend_config=backend_config_for(len(site_dirs)),
+            backend_config=backend_config_for(len(site_dirs), quiet_sites=flower_log is not None),
         )
     finally:
         if flower_log is not None:
@@ -55,3 +60,4 @@ def run_simulated_federation(
                 handler.close()
             for handler in saved_handlers:
                 flwr_logger.addHandler(handler)
+            flwr_logger.propagate = saved_propagate

@@ -63,6 +63,12 @@ def round_statistics_path(run_dir: Path, server_round: int) -> Path:
     return fairness_dir(run_dir) / f"round-{server_round:03d}.json"
 
 
+def clear_round_statistics(run_dir: Path) -> None:
+    """Forget a previous run's rounds (a fresh run in the same folder starts clean)."""
+    for path in fairness_dir(run_dir).glob("round-*.json"):
+        path.unlink()
+
+
 def save_round_statistics(
     run_dir: Path,
     server_round: int,

@@ -298,6 +298,23 @@ def _non_negative(run_config: Mapping[str, Any], key: str, default: float) -> fl
 AUDIT_SPECS: dict[str, AuditSpec] = {"lge": LGE_AUDIT_SPEC}
 
 
+def run_config_problems(run_config: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the run config's ``fairness-*`` keys (for the federation's check)."""
+    from fairness.suppression import suppression_threshold_from_run_config
+
+    problems = []
+    try:
+        suppression_threshold_from_run_config(run_config)
+    except ValueError as problem:
+        problems.append(str(problem))
+    for spec in AUDIT_SPECS.values():
+        try:
+            Tolerances.from_run_config(run_config, spec)
+        except ValueError as problem:
+            problems.append(str(problem))
+    return problems
+
+
 def audit_spec_for(task: str) -> AuditSpec:
     """The audit spec of a task, by the task's registry name."""
     try:

@@ -44,6 +44,9 @@ from fairness.statistics import (
     metric_item,
 )
 
+# Where a site's statistics travel in its evaluate reply: a ConfigRecord of this name.
+MESSAGE_RECORD = "fairness"
+
 WIRE_VERSION = 1
 PREFIX = "fairness|"
 VERSION_KEY = "fairness|version"

@@ -45,6 +45,7 @@ def make_server_app(
             "metrics_csv": str(write_metrics_csv(run_dir, result.history)),
             "final_model": str(write_final_model(run_dir, result.arrays, config)),
             "dice_plot": str(plot_dice_per_round(run_dir, result.history)),
+            **write_fairness_report(run_dir),
         }
         summary = write_summary(
             run_dir,
@@ -56,6 +57,19 @@ def make_server_app(
         log.info("run finished: %s", summary)
 
     return app
+
+
+def write_fairness_report(run_dir: Path) -> dict[str, str]:
+    """The fairness audit report at the end of every run (fairness/report.py)."""
+    from fairness.report import write_audit_report
+    from fairness.run_store import NoFairnessStatistics
+
+    try:
+        html_path, json_path = write_audit_report(run_dir)
+    except NoFairnessStatistics as missing:
+        log.warning("no fairness audit report: %s", missing)
+        return {}
+    return {"fairness_report": str(html_path), "fairness_report_json": str(json_path)}
 
 
 app = make_server_app()

@@ -13,6 +13,7 @@ from typing import Any
 
 from privacy.settings import run_config_problems as privacy_run_config_problems
 from privacy.dp_sgd import run_config_problems as dp_sgd_run_config_problems
+from fairness.spec import run_config_problems as fairness_run_config_problems
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 DEVICES = ("auto", "cpu", "cuda")
@@ -65,6 +66,13 @@ class FederationConfig:
     client_dp_clipped_count_stddev: float = 0.0
     client_dp_delta: float = 1e-05
     client_dp_population: int = 0
+    # Fairness audit (fairness/): the smallest subgroup a site reports on (a site's own
+    # site.toml may set a higher floor) and the largest accepted gap per measure
+    fairness_suppression_threshold: int = 10
+    fairness_tolerance_dice_myocardium: float = 0.05
+    fairness_tolerance_dice_scar: float = 0.05
+    fairness_tolerance_scar_burden_abs_error: float = 2.0  # percentage points
+    fairness_tolerance_rates: float = 0.10  # sensitivity, specificity, equalised odds
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FederationConfig:
@@ -114,6 +122,7 @@ class FederationConfig:
         if self.strategy == "fedprox" and self.proximal_mu <= 0:
             problems.append("strategy=fedprox needs proximal-mu > 0")
         problems.extend(privacy_run_config_problems(self))
+        problems.extend(fairness_run_config_problems(self.to_run_config()))
         problems.extend(dp_sgd_run_config_problems(self))
         if problems:
             raise RunConfigError("invalid run config: " + "; ".join(problems))

@@ -27,6 +27,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from fairness.run_store import clear_round_statistics, save_round_statistics
+from fairness.spec import AUDIT_SPECS
+from fairness.suppression import SUPPRESSION_THRESHOLD_KEY
+from fairness.wire import MESSAGE_RECORD
 from privacy.dp_sgd import train_config as dp_sgd_train_config
 from privacy.guards import check_update, model_update
 from privacy.settings import site_instructions
@@ -42,6 +46,7 @@ log = logging.getLogger("cmrfl.server")
 
 SITE_RECORD = "site"  # ConfigRecord key under which a site names itself in replies
 METRICS_RECORD = "metrics"
+FAIRNESS_RECORD = MESSAGE_RECORD
 ARRAYS_RECORD = "arrays"
 
 # Called after every completed round with the whole history so far (last = newest).
@@ -75,7 +80,13 @@ def train_config_for(config: FederationConfig, server_round: int) -> ConfigRecor
 
 def evaluate_config_for(config: FederationConfig, server_round: int) -> ConfigRecord:
     return ConfigRecord(
-        {"task": config.task, "server-round": server_round, "device": config.device}
+        {
+            "task": config.task,
+            "server-round": server_round,
+            "device": config.device,
+            # the consortium's floor for small cells; a site may hold a higher one
+            SUPPRESSION_THRESHOLD_KEY: config.fairness_suppression_threshold,
+        }
     )
 
 
@@ -106,6 +117,7 @@ def run_federation(
         log.info("resuming after round %d from %s", resumed_from, checkpoints.directory)
     elif not config.resume:
         checkpoints.clear()
+        clear_round_statistics(run_dir)
     if composed.client_dp is not None:
         composed.client_dp.restore(history)  # the accountant's state is the history
 
@@ -173,6 +185,8 @@ def run_federation(
                 server_round, entry["client_dp"]["epsilon"], entry["client_dp"]["delta"],
                 entry["client_dp"]["releases"],
             )
+        if config.task in AUDIT_SPECS:  # a task the fairness audit knows how to read
+            save_fairness_statistics(run_dir, server_round, config, evaluate_replies)
         history.append(entry)
         checkpoints.save(server_round, arrays, history)
         if on_round_end is not None:
@@ -181,7 +195,24 @@ def run_federation(
         arrays=arrays,
         history=history,
         resumed_from_round=resumed_from,
-        privacy=privacy_summary(composed),
+        privacy={**privacy_summary(composed), "dp_sgd": dp_sgd_summary(config, history)},
+    )
+
+
+def save_fairness_statistics(
+    run_dir: Path, server_round: int, config: FederationConfig, replies: list[Message]
+) -> Path:
+    """Each site's suppressed subgroup statistics, as received, into RUN_DIR/fairness/."""
+    received, notes = {}, {}
+    for reply in replies:
+        if reply.has_error():
+            notes[f"node-{reply.metadata.src_node_id}"] = f"evaluation failed: {reply.error.reason}"
+        elif FAIRNESS_RECORD in reply.content:
+            received[_site_of(reply)] = dict(reply.content[FAIRNESS_RECORD])
+        else:
+            notes[_site_of(reply)] = "sent no fairness statistics"
+    return save_round_statistics(
+        run_dir, server_round, received, notes, task=config.task, run_config=config.to_run_config()
     )
 
 
@@ -260,6 +291,44 @@ def privacy_summary(composed: ComposedStrategy) -> dict[str, Any]:
         "client_dp": (
             composed.client_dp.summary() if composed.client_dp is not None else {"mode": "off"}
         ),
+    }
+
+
+def dp_sgd_summary(config: FederationConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per site, every DP-SGD round's q, σ, steps and δ, and the ε spent: enough to recompute it.
+
+    Taken from what each site reported with its update; a round a site declined (over
+    budget) appears under that round's ``failures`` in ``rounds_detail``.
+    """
+    if not config.dp_sgd:
+        return {"enabled": False}
+    sites: dict[str, dict[str, Any]] = {}
+    for entry in history:
+        for site, metrics in entry["train"]["sites"].items():
+            if metrics.get("dp-sgd") != 1.0:
+                continue
+            record = sites.setdefault(site, {"rounds": []})
+            record["rounds"].append(
+                {
+                    "round": entry["round"],
+                    "steps": int(metrics["dp-steps"]),
+                    "sample_rate": metrics["dp-sample-rate"],
+                    "noise_multiplier": metrics["dp-noise-multiplier"],
+                    "delta": metrics["dp-delta"],
+                    "epsilon_cumulative": metrics["dp-epsilon"],
+                }
+            )
+            record["epsilon"], record["delta"] = metrics["dp-epsilon"], metrics["dp-delta"]
+    return {
+        "enabled": True,
+        "protected_unit": "patient (all of a patient's slices: one record for Poisson sampling)",
+        "sampling": "Poisson",
+        "accountant": config.dp_sgd_accountant,
+        "max_grad_norm": config.dp_sgd_max_grad_norm,
+        "target_epsilon": config.dp_sgd_target_epsilon,
+        "noise_multiplier_requested": config.dp_sgd_noise_multiplier,
+        "planned_rounds": config.num_server_rounds,
+        "sites": dict(sorted(sites.items())),
     }
 
 

@@ -50,8 +50,12 @@ def test_two_federated_rounds_run_in_process(ingested_sites: list[Path], tmp_pat
         assert entry["failures"] == []
         assert sorted(entry["train"]["sites"]) == summary["sites"]  # scalars still per site
     for site in summary["sites"]:
-        assert summary["final"]["per_site"][site]["cases_evaluated"] > 0
-        assert 0.0 <= summary["final"]["per_site"][site]["dice_myocardium"] <= 1.0
+        final = summary["final"]["per_site"][site]
+        assert final["cases_evaluated"] > 0
+        if final["cases_evaluated"] >= 2:
+            assert 0.0 <= final["dice_myocardium"] <= 1.0
+        else:  # a site-wide sum over one case would be that case's value: withheld
+            assert final["dice_myocardium"] is None
     assert summary["final"]["overall"]["cases_evaluated"] == sum(
         m["cases_evaluated"] for m in summary["final"]["per_site"].values()
     )
