@@ -234,8 +234,13 @@ class PrivateTraining:
         self.optimizer.zero_grad(set_to_none=True)
         for parameter in self.optimizer.params:
             parameter.grad = torch.zeros_like(parameter)
-            parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))
+            parameter.grad_sample = parameter.new_zeros((0, *parameter.shape))  # hooks, functorch
+            parameter._norm_sample = parameter.new_zeros((0,))  # ghost clipping reads the norms
         self.optimizer.step()
+        for parameter in self.optimizer.params:
+            # Left in place, ghost clipping's hooks would stack the next batch onto these
+            # and fail ("'list' object has no attribute 'device'").
+            parameter.grad_sample = None
 
     def close(self) -> None:
         """Detach Opacus' hooks and per-sample state from the caller's model."""

@@ -226,6 +226,25 @@ def test_a_poisson_batch_without_patients_still_releases_noise(ring_site: CaseSt
 
 
 @pytest.mark.parametrize("grad_sample_mode", ["hooks", "ghost"])
+def test_a_real_step_after_an_empty_poisson_batch_works_in_every_clipping_mode(ring_site: CaseStore, grad_sample_mode):
+    task = LgeScarSegmentation()
+    dataset = task.patient_dataset(ring_site)
+    model = task.build_model()
+    private = make_private(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(dataset, batch_size=3),
+        per_slice_segmentation_loss(), noise_plan(len(dataset), grad_sample_mode=grad_sample_mode),
+    )
+    private.noise_only_step()
+    images = torch.stack([dataset[i][0] for i in range(2)])
+    labels = torch.stack([dataset[i][1] for i in range(2)])
+    private.optimizer.zero_grad(set_to_none=True)
+    private.criterion(private.module(images), labels).backward()
+    private.optimizer.step()
+    assert private.accounted_steps == 2
+    private.close()
+
+
+@pytest.mark.parametrize("grad_sample_mode", ["hooks", "ghost"])
 def test_dp_sgd_training_takes_the_planned_steps_and_hands_back_a_clean_model(ring_site: CaseStore, grad_sample_mode):
     task = LgeScarSegmentation()
     plan = plan_round(
