@@ -46,6 +46,9 @@ def run_simulated_federation(
         for handler in saved_handlers:
             flwr_logger.removeHandler(handler)
         flwr_logger.addHandler(logging.FileHandler(flower_log))
+    # Ray's future default (leave CUDA_VISIBLE_DEVICES alone for CPU-only actors), and
+    # no warning about it on the console.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         run_simulation(
             server_app=make_server_app(run_config, on_round_end=on_round_end),
