@@ -107,7 +107,7 @@ def summary_sentences(result: AuditResult) -> list[str]:
             f"{final.server_round}), out of {tested} gaps examined."
         )
         lines += [describe_gap(gap, result.measure(gap.measure)) for gap in flags]
-    else:
+    elif tested:
         lines.append(
             f"No gap was flagged in the final round (round {final.server_round}): for none of the {tested} gaps "
             "examined is the model's shortfall for a group clearly beyond the largest accepted gap."
