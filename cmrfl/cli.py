@@ -109,7 +109,9 @@ def site_privacy(
 @app.command()
 def demo(
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic hospitals.")] = 3,
-    cases_per_site: Annotated[int, typer.Option(min=4, help="Patients per hospital.")] = 24,
+    cases_per_site: Annotated[
+        int, typer.Option(min=4, help="Patients per hospital (60: enough for the fairness audit to compare groups).")
+    ] = 60,
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
