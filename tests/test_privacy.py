@@ -332,3 +332,10 @@ def test_a_site_over_budget_declines_and_the_federation_goes_on(ingested_sites: 
         assert reported["dp-sgd"] == 1.0 and reported["dp-steps"] == ledger[-1].steps > 0
         assert reported["dp-epsilon"] == pytest.approx(ledger[-1].epsilon_cumulative)
     assert [e.outcome for e in PrivacyLedger.for_site(thrifty).entries()] == [TRAINED, DECLINED]
+
+
+def test_the_task_network_is_opacus_compatible_as_built():
+    """One network for private and non-private training: Opacus' own validator accepts it."""
+    from opacus.validators import ModuleValidator
+
+    assert ModuleValidator.validate(LgeScarSegmentation().build_model(), strict=False) == []
