@@ -18,6 +18,10 @@ site_app = typer.Typer(help="Commands a hospital site runs on its own machine.",
 app.add_typer(site_app, name="site")
 audit_app = typer.Typer(help="Fairness audit of a training run.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+from cmrfl.cli_registry import predict, registry_app  # noqa: E402 - registry commands live in their own module
+
+app.add_typer(registry_app, name="registry")
+app.command("predict")(predict)
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # soft wrap: a path in an error stays whole
 

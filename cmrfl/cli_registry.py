@@ -1,0 +1,245 @@
+"""`cmrfl registry …` and `cmrfl predict`: the model registry and its use at a site.
+
+Credentials are MLflow's own variables (MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME,
+MLFLOW_TRACKING_PASSWORD) or the options of the same meaning; passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+registry_app = typer.Typer(help="The consortium model registry (MLflow) and what sites pull from it.",
+                           no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+TrackingUri = Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                          help="The registry's address, e.g. https://registry.example.org.")]
+Username = Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_USERNAME", help="Account name.")]
+Password = Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_PASSWORD", show_envvar=True,
+                                              help="Account password (prefer the environment variable).")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _use_credentials(username: str | None, password: str | None) -> None:
+    """MLflow reads credentials from its environment variables; put the options there."""
+    if username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = username
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    if os.environ.get("MLFLOW_TRACKING_USERNAME") and not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        if not sys.stdin.isatty():
+            fail("no password: set MLFLOW_TRACKING_PASSWORD")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = typer.prompt("Registry password", hide_input=True)
+
+
+@contextlib.contextmanager
+def _registry_errors(tracking_uri: str) -> Iterator[None]:
+    """Registry failures as one line that says what to do, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        status = error.get_http_status_code()
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no account)"
+        if status == 401 or "401" in error.message:
+            fail(f"{tracking_uri}: the registry refused the credentials of {user} (HTTP 401, wrong name or password)")
+        if status == 403 or "403" in error.message:
+            fail(f"{tracking_uri}: account {user} is not allowed to do this (HTTP 403 permission denied)")
+        fail(f"{tracking_uri}: {error.message.splitlines()[0][:400]}")
+
+
+@registry_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (put TLS in front for other hosts).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 5000,
+    data_dir: Annotated[Path, typer.Option(help="Folder for the default SQLite stores, artifacts and auth config.")] = Path("registry"),
+    backend_store_uri: Annotated[str | None, typer.Option(help="Tracking and registry database, e.g. postgresql://… (default: SQLite in DATA_DIR).")] = None,
+    artifacts_destination: Annotated[str | None, typer.Option(help="Artifact root, e.g. s3://bucket/path (default: DATA_DIR/artifacts).")] = None,
+    auth_database_uri: Annotated[str | None, typer.Option(help="Accounts and permissions database (default: SQLite in DATA_DIR).")] = None,
+    admin_username: Annotated[str, typer.Option(help="The consortium admin account (password: MLFLOW_AUTH_ADMIN_PASSWORD).")] = "admin",
+) -> None:
+    """Run the registry: MLflow tracking server and Model Registry with basic authentication."""
+    from server.registry.service import RegistrySettings, server_command
+
+    settings = RegistrySettings(
+        host=host, port=port, data_dir=data_dir, backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination, auth_database_uri=auth_database_uri,
+        admin_username=admin_username,
+    )
+    try:
+        command, environment = server_command(settings)
+    except ValueError as problem:
+        fail(str(problem))
+    console.print(
+        f"Registry on http://{host}:{port} (admin account: {admin_username}); tracking store "
+        f"{settings.resolved_backend_store_uri()}, artifacts {settings.resolved_artifacts_destination()}",
+        highlight=False,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        raise typer.Exit(subprocess.run(command, env=environment).returncode)
+
+
+@registry_app.command("add-site-user")
+def add_site_user(
+    name: Annotated[str, typer.Argument(help="The site's account name, e.g. its site id.")],
+    tracking_uri: TrackingUri,
+    username: Username = None,
+    password: Password = None,
+    site_password: Annotated[str | None, typer.Option(envvar="CMRFL_SITE_PASSWORD", help="The new account's password (default: a random one, printed once).")] = None,
+) -> None:
+    """(Admin) Create a site account that may read registered models and nothing else."""
+    from server.registry.service import add_site_user as create
+
+    _use_credentials(username, password)
+    new_password = site_password or secrets.token_urlsafe(18)
+    with _registry_errors(tracking_uri):
+        create(tracking_uri, name, new_password)
+    console.print(f"Created site account [bold]{name}[/] with READ on registered models.")
+    if not site_password:
+        console.print(f"Its password (shown once; give it to the site): {new_password}", highlight=False)
+
+
+@registry_app.command("register")
+def register(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (summary.json, final_model.pt).")],
+    name: Annotated[str, typer.Option("--name", help="Registered model name, e.g. lge-scar.")],
+    signing_key: Annotated[Path, typer.Option(help="The consortium model-signing key, PKI_DIR/model-signing.key.")],
+    tracking_uri: TrackingUri,
+    username: Username = None,
+    password: Password = None,
+) -> None:
+    """(Admin) Log a run, and register its final model with a model card and a signature (alias candidate)."""
+    from mlflow import MlflowClient
+
+    from server.registry.card import RunDirError
+    from server.registry.registration import register_run
+    from server.registry.signing import SigningKeyError
+
+    _use_credentials(username, password)
+    try:
+        with _registry_errors(tracking_uri):
+            version = register_run(MlflowClient(tracking_uri), run_dir, name, signing_key)
+    except (RunDirError, SigningKeyError) as problem:
+        fail(str(problem))
+    console.print(
+        f"Registered [bold]{name}[/] version {version.version} (alias candidate), run {version.run_id}; "
+        f"weights SHA-256 {version.weights_sha256}",
+        highlight=False,
+    )
+
+
+@registry_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to approve for use at the sites.")],
+    tracking_uri: TrackingUri,
+    username: Username = None,
+    password: Password = None,
+) -> None:
+    """(Admin) Move the alias `approved` to MODEL VERSION: what sites pull by default."""
+    from mlflow import MlflowClient
+
+    from server.registry.registration import promote as move_alias
+
+    _use_credentials(username, password)
+    with _registry_errors(tracking_uri):
+        move_alias(MlflowClient(tracking_uri), model, version)
+    console.print(f"{model} version {version} is now [bold]approved[/]")
+
+
+@registry_app.command("list")
+def list_models(tracking_uri: TrackingUri, username: Username = None, password: Password = None) -> None:
+    """Registered models and versions this account may read, with their aliases."""
+    from mlflow import MlflowClient
+
+    _use_credentials(username, password)
+    table = Table(title=f"Models in {tracking_uri}")
+    for column in ("model", "version", "aliases", "registered (UTC)", "weights SHA-256"):
+        table.add_column(column)
+    with _registry_errors(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        for model in client.search_registered_models():
+            aliases: dict[str, list[str]] = {}
+            for alias, version in model.aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+            for version in client.search_model_versions(f"name='{model.name}'"):
+                created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC)
+                table.add_row(model.name, version.version, ", ".join(aliases.get(version.version, [])),
+                              created.strftime("%Y-%m-%d %H:%M"), version.tags.get("weights_sha256", "")[:16] + "…")
+    console.print(table)
+
+
+@registry_app.command("pull")
+def pull(
+    model: Annotated[str, typer.Argument(help="MODEL (alias approved), MODEL@ALIAS or MODEL:VERSION.")],
+    site_dir: Annotated[Path, typer.Option(help="The site's folder (trust/model-signing.pub; models land in models/).")],
+    tracking_uri: TrackingUri,
+    username: Username = None,
+    password: Password = None,
+) -> None:
+    """Download a model with the site's account; keep it only if its signature verifies."""
+    from client.model_trust import SignatureError
+    from client.registry_pull import ModelReference, pull_model
+
+    if not site_dir.is_dir():
+        fail(f"site folder not found: {site_dir}")
+    try:
+        reference = ModelReference.parse(model)
+    except ValueError as problem:
+        fail(str(problem))
+    _use_credentials(username, password)
+    try:
+        with _registry_errors(tracking_uri):
+            pulled = pull_model(tracking_uri, reference, site_dir)
+    except SignatureError as refused:
+        fail(f"refused {reference}: {refused}")
+    console.print(
+        f"Pulled {pulled.name} version {pulled.version} into [bold]{pulled.folder}[/]: signature verified "
+        f"(signer key SHA-256 {pulled.verified.signer_public_key_sha256[:16]}…); model card: "
+        f"{pulled.folder / 'model-card.md'}",
+        highlight=False,
+    )
+
+
+def predict(
+    series_dir: Annotated[Path, typer.Argument(help="Folder holding one DICOM series (short-axis LGE stack).")],
+    site_dir: Annotated[Path, typer.Option(help="The site's folder (pulled models in models/).")],
+    model: Annotated[str, typer.Option(help="MODEL (latest pulled version) or MODEL:VERSION.")],
+    out: Annotated[Path, typer.Option(help="Folder for the segmentation (NIfTI), scar burden (JSON) and overlay (PNG).")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Segment scar in one local DICOM series with a pulled, verified model."""
+    from client.model_trust import SignatureError
+    from client.predict import SeriesError, predict_series
+
+    name, _, version = model.partition(":")
+    try:
+        result = predict_series(site_dir, name, series_dir, out, version or None, device)
+    except SignatureError as refused:
+        fail(f"refused {model}: {refused}")
+    except (SeriesError, FileNotFoundError) as problem:
+        fail(str(problem))
+    burden = "no myocardium found" if result.scar_burden_percent is None else f"{result.scar_burden_percent:.1f} %"
+    console.print(
+        f"Scar burden: [bold]{burden}[/] of myocardium (myocardium {result.myocardium_ml:.1f} ml, "
+        f"scar {result.scar_ml:.1f} ml)\nWrote {result.segmentation}, {result.result}, {result.overlay}",
+        highlight=False,
+    )

@@ -1,0 +1,113 @@
+"""The registry service: MLflow's tracking server and Model Registry with basic authentication.
+
+`cmrfl registry serve` runs ``mlflow server --app-name basic-auth``. What MLflow's
+auth app needs goes into an auth config file beside the data (never the password:
+MLflow reads the first admin's password from ``MLFLOW_AUTH_ADMIN_PASSWORD``).
+Default permission is none and workspaces are on (everything lives in MLflow's
+``default`` workspace), so a site account sees exactly what it is granted, READ on
+registered models (``add_site_user``), and cannot create experiments, runs or models.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own variable, read once by its auth app
+SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"  # signs MLflow's CSRF tokens; must survive restarts
+SITE_PERMISSION = "READ"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: Path = Path("registry")
+    backend_store_uri: str | None = None  # default: SQLite in data_dir; or postgresql://…
+    artifacts_destination: str | None = None  # default: data_dir/artifacts; or s3://…, gs://…
+    auth_database_uri: str | None = None  # default: SQLite in data_dir; or postgresql://…
+    admin_username: str = "admin"
+    workers: int = 1
+
+    def resolved_backend_store_uri(self) -> str:
+        return self.backend_store_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    def resolved_artifacts_destination(self) -> str:
+        return self.artifacts_destination or str((self.data_dir / "artifacts").resolve())
+
+    def resolved_auth_database_uri(self) -> str:
+        return self.auth_database_uri or f"sqlite:///{(self.data_dir / 'basic_auth.db').resolve()}"
+
+
+def write_auth_config(settings: RegistrySettings) -> Path:
+    """MLflow's basic-auth config (INI) for this registry; holds no password."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "basic_auth.ini"
+    path.write_text(
+        "# Written by `cmrfl registry serve`: MLflow basic authentication for the model registry.\n"
+        "# No password here: the first admin's comes from MLFLOW_AUTH_ADMIN_PASSWORD.\n"
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {settings.resolved_auth_database_uri()}\n"
+        f"admin_username = {settings.admin_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _persistent_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (0600), created on first use."""
+    if not path.is_file():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def server_command(settings: RegistrySettings) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and environment for ``settings``."""
+    if not os.environ.get(ADMIN_PASSWORD_ENV):
+        raise ValueError(
+            f"set {ADMIN_PASSWORD_ENV} to the registry admin's password before the first start "
+            "(MLflow creates the admin account with it; it is never written to disk or printed)"
+        )
+    auth_config = write_auth_config(settings)
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--app-name", "basic-auth",
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--backend-store-uri", settings.resolved_backend_store_uri(),
+        "--artifacts-destination", settings.resolved_artifacts_destination(),
+        "--serve-artifacts",
+        "--workers", str(settings.workers),
+        # Workspaces: creating experiments or registered models then needs a workspace-wide
+        # grant, which site accounts never get; without it any account could create its own.
+        "--enable-workspaces",
+    ]
+    environment = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config.resolve()),
+        SECRET_KEY_ENV: os.environ.get(SECRET_KEY_ENV) or _persistent_secret(settings.data_dir / "flask-secret-key"),
+        # MLflow's background job runners serve GenAI evaluation, not the registry: six
+        # worker pools a small consortium server does not need.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+    }
+    return command, environment
+
+
+def add_site_user(tracking_uri: str, site_name: str, password: str) -> None:
+    """Create a site account that may read registered models (every one) and nothing else.
+
+    Runs as the admin (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). With the
+    registry's default permission at none, the account cannot see experiments or runs,
+    and READ does not allow registering versions or moving aliases.
+    """
+    from mlflow.server.auth.client import AuthServiceClient
+
+    auth = AuthServiceClient(tracking_uri)
+    auth.create_user(site_name, password)
+    auth.grant_user_permission(site_name, "registered_model", "*", SITE_PERMISSION)

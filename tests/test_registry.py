@@ -1,0 +1,352 @@
+"""The model registry: signed, carded model versions on a real MLflow server, pulled by sites."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from client import model_trust
+from client.model_trust import SignatureError, verify_model_folder
+from client.registry_pull import ModelReference
+from cmrfl.cli import app
+from server.registry import signing
+
+ADMIN, ADMIN_PASSWORD = "admin", "consortium-admin-pw-1"
+SITE, SITE_PASSWORD = "site-01", "site-01-pw-2"
+MODEL = "lge-scar"
+FAST = {"max-local-steps": 4, "batch-size": 4, "min-train-sites": 3, "min-available-sites": 3}
+runner = CliRunner()
+
+
+def write_key_pair(pki_dir: Path) -> tuple[Path, Path]:
+    """The consortium's model-signing keys as `cmrfl pki init` writes them (PKCS8 / SPKI PEM)."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    private, public = pki_dir / "model-signing.key", pki_dir / "model-signing.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+def new_site(root: Path, public_key: Path) -> Path:
+    """A site folder with the consortium key pinned where `cmrfl site init` pins it."""
+    (root / "trust").mkdir(parents=True)
+    (root / "trust" / "model-signing.pub").write_bytes(public_key.read_bytes())
+    return root
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def account(user: str, password: str, uri: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+@contextlib.contextmanager
+def as_account(user: str, password: str, uri: str) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in account(user, password, uri).items():
+            patch.setenv(name, value)
+        yield
+
+
+# ---------------------------------------------------------------- signatures, no server
+
+
+def test_server_and_sites_build_the_same_signed_bytes():
+    hashes = ("a" * 64, "b" * 64, "c" * 64)
+    assert signing.signed_bytes(*hashes) == model_trust.signed_bytes(*hashes)
+    assert signing.SIGNATURE_FORMAT == model_trust.SIGNATURE_FORMAT
+    assert (signing.WEIGHTS_FILE, signing.CARD_FILE, signing.CARD_MARKDOWN_FILE, signing.SIGNATURE_FILE) == (
+        model_trust.MODEL_FILES
+    )
+
+
+@pytest.fixture
+def signed_folder(tmp_path: Path) -> tuple[Path, Path, Path]:
+    private, public = write_key_pair(tmp_path / "pki")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "final_model.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "model-card.json").write_text(
+        json.dumps({"model_name": MODEL, "weights": {"sha256": signing.file_sha256(folder / "final_model.pt")}})
+    )
+    (folder / "model-card.md").write_text("# Model card\n" * 20)
+    signing.sign_model_files(folder, signing.load_signing_key(private))
+    return folder, private, public
+
+
+def public_key(path: Path):
+    return serialization.load_pem_public_key(path.read_bytes())
+
+
+def test_a_signed_model_folder_verifies_against_the_consortium_key(signed_folder):
+    folder, _, public = signed_folder
+    verified = verify_model_folder(folder, public_key(public), expected_model=MODEL)
+    assert verified.weights_sha256 == signing.file_sha256(folder / "final_model.pt")
+
+
+@pytest.mark.parametrize("altered", ["final_model.pt", "model-card.json", "model-card.md", "model-signature.json"])
+def test_one_flipped_byte_in_any_file_is_refused(signed_folder, altered: str):
+    folder, _, public = signed_folder
+    flip_byte(folder / altered, offset=40)
+    with pytest.raises(SignatureError, match="signature"):
+        verify_model_folder(folder, public_key(public), expected_model=MODEL)
+
+
+def test_a_model_signed_by_another_key_is_refused(signed_folder, tmp_path: Path):
+    folder, _, _ = signed_folder
+    _, other_public = write_key_pair(tmp_path / "other-pki")
+    with pytest.raises(SignatureError, match="signature does not verify"):
+        verify_model_folder(folder, public_key(other_public))
+
+
+def test_a_signed_card_of_another_model_is_refused(signed_folder):
+    folder, _, public = signed_folder
+    with pytest.raises(SignatureError, match="signature covers model 'lge-scar', not 'other-model'"):
+        verify_model_folder(folder, public_key(public), expected_model="other-model")
+
+
+def test_a_signing_key_that_is_not_ed25519_is_named_in_the_error(tmp_path: Path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = tmp_path / "model-signing.key"
+    path.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(signing.SigningKeyError, match=f"{path}: expected an Ed25519 private key"):
+        signing.load_signing_key(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lge-scar", ModelReference("lge-scar", "approved", None)),
+        ("lge-scar@candidate", ModelReference("lge-scar", "candidate", None)),
+        ("lge-scar:3", ModelReference("lge-scar", None, "3")),
+    ],
+)
+def test_model_references_default_to_the_approved_alias(text: str, expected: ModelReference):
+    assert ModelReference.parse(text) == expected
+
+
+# ---------------------------------------------------------------- a real registry on loopback
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`mlflow server --app-name basic-auth` as `cmrfl registry serve` starts it, on a free port."""
+    from server.registry.service import RegistrySettings, server_command
+
+    data_dir = tmp_path_factory.mktemp("registry")
+    settings = RegistrySettings(port=free_port(), data_dir=data_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        command, environment = server_command(settings)
+    log = (data_dir / "server.log").open("w")
+    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{settings.port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {(data_dir / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield {"uri": uri, "data_dir": data_dir}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def finished_run(ingested_sites: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real federated rounds over the three synthetic sites."""
+    from cmrfl.simulation import run_simulated_federation
+
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    run_simulated_federation(ingested_sites, {**FAST, "num-server-rounds": 2, "run-dir": str(run_dir), "resume": False})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_key_pair(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def registered(registry: dict, finished_run: Path, pki: tuple[Path, Path]) -> dict:
+    """The run registered by the admin, a site account, and the version promoted to approved."""
+    uri = registry["uri"]
+    admin = account(ADMIN, ADMIN_PASSWORD, uri)
+    result = runner.invoke(app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=admin)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["registry", "add-site-user", SITE], env=admin | {"CMRFL_SITE_PASSWORD": SITE_PASSWORD})
+    assert result.exit_code == 0, result.output
+    assert SITE_PASSWORD not in result.output
+    result = runner.invoke(app, ["registry", "promote", MODEL, "1"], env=admin)
+    assert result.exit_code == 0, result.output
+    return {"uri": uri, "version": "1"}
+
+
+@pytest.mark.slow
+def test_a_run_registers_a_candidate_version_with_card_and_signature(registered: dict, finished_run: Path, pki):
+    from mlflow import MlflowClient
+
+    with as_account(ADMIN, ADMIN_PASSWORD, registered["uri"]):
+        client = MlflowClient(registered["uri"])
+        model = client.get_registered_model(MODEL)
+        assert model.aliases == {"candidate": "1", "approved": "1"}
+        version = client.get_model_version(MODEL, "1")
+        folder = Path(client.download_artifacts(version.run_id, "registered-model"))
+        # the UI's view of the run: per-round metrics with step = round, artifacts beside them
+        history = client.get_metric_history(version.run_id, "consortium/dice_myocardium")
+        site_history = client.get_metric_history(version.run_id, "site-02/validation_cases")
+        artifacts = {a.path for a in client.list_artifacts(version.run_id)}
+    assert sorted(m.step for m in history) == [1, 2]
+    assert [m.value for m in sorted(site_history, key=lambda m: m.step)] == [
+        e["evaluate"]["sites"]["site-02"]["num-examples"]
+        for e in json.loads((finished_run / "summary.json").read_text())["rounds_detail"]
+    ]
+    assert {"summary.json", "metrics.csv", "dice_per_round.png", "fairness-audit.html", "registered-model"} <= artifacts
+    verified = verify_model_folder(folder, public_key(pki[1]), expected_model=MODEL)
+    assert verified.weights_sha256 == signing.file_sha256(finished_run / "final_model.pt")
+    card = verified.card
+    assert card["task"]["name"] == "lge" and card["training"]["rounds"] == 2
+    assert [s["site"] for s in card["training"]["sites"]] == ["site-01", "site-02", "site-03"]
+    assert all(s["validation_cases"] > 0 for s in card["training"]["sites"])
+    assert card["privacy"]["secure_aggregation"]["enabled"] is True
+    assert card["fairness"]["summary"]
+    assert card["software"]["torch"].startswith("2.") and card["software"]["mlflow"] != "not installed"
+    assert card["data_fingerprints"]["summary_json_sha256"] == signing.file_sha256(finished_run / "summary.json")
+    assert "# Model card: lge-scar" in (folder / "model-card.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_site_account_pulls_and_verifies_the_approved_version(registered: dict, pki, tmp_path: Path):
+    site_dir = new_site(tmp_path / "site", pki[1])
+    result = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    assert result.exit_code == 0, result.output
+    assert "signature verified" in result.output
+    kept = site_dir / "models" / MODEL / "1"
+    assert sorted(p.name for p in kept.iterdir()) == sorted([*model_trust.MODEL_FILES, "pulled.json"])
+    assert json.loads((kept / "pulled.json").read_text())["pulled_by"] == SITE
+    listing = runner.invoke(app, ["registry", "list"], env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    assert listing.exit_code == 0 and "approved" in listing.output and MODEL in listing.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("altered", ["final_model.pt", "model-card.json"])
+def test_a_version_altered_in_the_registry_store_is_refused(registered: dict, registry: dict, pki, tmp_path: Path, altered: str):
+    stored = next(registry["data_dir"].glob(f"artifacts/**/registered-model/{altered}"))
+    original = stored.read_bytes()
+    flip_byte(stored)
+    try:
+        site_dir = new_site(tmp_path / "site", pki[1])
+        result = runner.invoke(app, ["registry", "pull", f"{MODEL}:1", "--site-dir", str(site_dir)],
+                               env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    finally:
+        stored.write_bytes(original)
+    assert result.exit_code != 0
+    assert "signature" in result.output
+    assert not (site_dir / "models" / MODEL / "1").exists()  # nothing unverified is kept
+
+
+@pytest.mark.slow
+def test_wrong_credentials_are_refused(registered: dict, pki, tmp_path: Path):
+    site_dir = new_site(tmp_path / "site", pki[1])
+    result = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+                           env=account(SITE, "not-the-password", registered["uri"]))
+    assert result.exit_code != 0
+    assert "refused the credentials of site-01 (HTTP 401" in result.output
+
+
+@pytest.mark.slow
+def test_a_site_account_cannot_register_or_promote(registered: dict, finished_run: Path, pki):
+    site = account(SITE, SITE_PASSWORD, registered["uri"])
+    register = runner.invoke(app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=site)
+    promote = runner.invoke(app, ["registry", "promote", MODEL, "1"], env=site)
+    for result in (register, promote):
+        assert result.exit_code != 0
+        assert "account site-01 is not allowed to do this (HTTP 403" in result.output
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with as_account(SITE, SITE_PASSWORD, registered["uri"]):
+        with pytest.raises(MlflowException, match="403"):
+            MlflowClient(registered["uri"]).create_registered_model("site-made-model")
+        assert [m.name for m in MlflowClient(registered["uri"]).search_registered_models()] == [MODEL]
+        assert MlflowClient(registered["uri"]).search_experiments() == []  # runs are the consortium's
+
+
+@pytest.mark.slow
+def test_predict_segments_a_phantom_series_with_the_pulled_model(registered: dict, small_consortium: Path, pki, tmp_path: Path):
+    from cmr.dicom_series import scan_dicom_folder
+
+    site_dir = new_site(tmp_path / "site", pki[1])
+    pulled = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    assert pulled.exit_code == 0, pulled.output
+    series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*"))[0]
+    out = tmp_path / "prediction"
+    result = runner.invoke(app, ["predict", "--site-dir", str(site_dir), "--model", MODEL, str(series_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Scar burden:" in result.output
+
+    series = scan_dicom_folder(series_dir).series[0]
+    segmentation = nib.load(out / "scar-segmentation.nii.gz")
+    np.testing.assert_allclose(segmentation.affine, series.geometry.affine_ras(), atol=1e-4)
+    labels = np.asarray(segmentation.dataobj)
+    assert labels.shape == (series.shape[2], series.shape[1], series.shape[0])  # NIfTI [column, row, slice]
+    assert set(np.unique(labels)) <= {0, 2, 3}
+    burden = json.loads((out / "scar-burden.json").read_text())
+    scar, myocardium = np.count_nonzero(labels == 3), np.count_nonzero(labels >= 2)
+    expected = 100.0 * scar / myocardium if myocardium else None
+    assert burden["scar_burden_percent"] == pytest.approx(expected)
+    assert burden["model"]["version"] == "1"
+    assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    flip_byte(site_dir / "models" / MODEL / "1" / "final_model.pt")  # altered at rest, after the pull
+    refused = runner.invoke(app, ["predict", "--site-dir", str(site_dir), "--model", f"{MODEL}:1", str(series_dir), "--out", str(out)])
+    assert refused.exit_code != 0 and "signature" in refused.output
