@@ -129,9 +129,22 @@ def demo(
     secure_aggregation: Annotated[
         bool, typer.Option(help="Masked model updates: the server sees only their sum (SecAgg+).")
     ] = True,
+    register: Annotated[
+        bool,
+        typer.Option(help="Also register the model in the running registry (MLFLOW_TRACKING_URI and its "
+                     "admin's MLFLOW_TRACKING_USERNAME/PASSWORD); see docs/registry.md."),
+    ] = False,
 ) -> None:
     """Everything on one machine: synthetic hospitals, ingest, federated training, outputs."""
     from cmrfl.demo import DemoSettings, run_demo
+
+    if register:  # before minutes of training, not after
+        from cmrfl.demo_registry import check_registry_reachable
+
+        try:
+            check_registry_reachable()
+        except ValueError as problem:
+            fail(str(problem))
 
     run_demo(
         DemoSettings(
@@ -144,6 +157,7 @@ def demo(
             dp_sgd=dp_sgd,
             target_epsilon=epsilon,
             secure_aggregation=secure_aggregation,
+            register=register,
         ),
         console,
     )

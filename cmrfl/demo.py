@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from cmr.ingest import ingest_site
 from cmr.phantom import generate_consortium
+from cmrfl.demo_registry import register_demo_model, sign_demo_model
 from cmrfl.simulation import run_simulated_federation
 
 
@@ -35,6 +37,10 @@ class DemoSettings:
     dp_sgd: bool = False
     target_epsilon: float = 8.0  # per site, the whole run
     secure_aggregation: bool = True
+    # The final model is always signed with a demo key (well under a second); it is
+    # registered in the running registry named by MLFLOW_TRACKING_URI only when asked.
+    register: bool = False
+    model_name: str = "lge-scar"
 
 
 def _progress(console: Console) -> Progress:
@@ -112,6 +118,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     summary_path.write_text(json.dumps(summary, indent=2))
+    signing_key = sign_demo_model(out, run_dir, site_dirs, settings.model_name)
     console.print(final_table(summary))
     for line in privacy_lines(summary) + fairness_lines(summary):
         console.print(line, highlight=False)
@@ -119,6 +126,18 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         f"Outputs in [bold]{run_dir}[/]: summary.json, metrics.csv, final_model.pt, dice_per_round.png, "
         "fairness-audit.html (open it in a browser), fairness-audit.json"
     )
+    console.print(
+        f"Model card [bold]{run_dir / 'model-card.md'}[/], signed with the demo key {signing_key} "
+        "(pinned in each demo site's trust/ folder)"
+    )
+    if settings.register:
+        registered = register_demo_model(run_dir, signing_key, settings.model_name)
+        summary["registered"] = {"model": registered.name, "version": registered.version, "run_id": registered.run_id}
+        console.print(
+            f"Registered [bold]{registered.name}[/] version {registered.version} (alias candidate) in "
+            f"{os.environ['MLFLOW_TRACKING_URI']}; approve it with `cmrfl registry promote {registered.name} "
+            f"{registered.version}`, then sites pull it (docs/registry.md)"
+        )
     return summary
 
 

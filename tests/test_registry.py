@@ -350,3 +350,35 @@ def test_predict_segments_a_phantom_series_with_the_pulled_model(registered: dic
     flip_byte(site_dir / "models" / MODEL / "1" / "final_model.pt")  # altered at rest, after the pull
     refused = runner.invoke(app, ["predict", "--site-dir", str(site_dir), "--model", f"{MODEL}:1", str(series_dir), "--out", str(out)])
     assert refused.exit_code != 0 and "signature" in refused.output
+
+
+@pytest.mark.slow
+def test_the_demo_signs_its_model_and_registers_it_when_asked(registered: dict, tmp_path: Path):
+    """Last in this file: it adds version 2 of the model the tests above pulled as version 1."""
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app,
+        ["demo", "--sites", "3", "--cases-per-site", "8", "--rounds", "1", "--out", str(out), "--register"],
+        env=account(ADMIN, ADMIN_PASSWORD, registered["uri"]),
+    )
+    assert result.exit_code == 0, result.output
+    assert "Registered lge-scar version 2 (alias candidate)" in result.output
+    demo_key = out / "pki" / "model-signing.pub"
+    verify_model_folder(out / "run", public_key(demo_key), expected_model=MODEL)  # signed in place
+    site_dir = out / "sites" / "site-02"
+    assert (site_dir / "trust" / "model-signing.pub").read_bytes() == demo_key.read_bytes()
+    pulled = runner.invoke(app, ["registry", "pull", f"{MODEL}@candidate", "--site-dir", str(site_dir)],
+                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    assert pulled.exit_code == 0, pulled.output
+    card = json.loads((site_dir / "models" / MODEL / "2" / "model-card.json").read_text())
+    assert sorted(card["data_fingerprints"]["case_store_indices"]) == ["site-01", "site-02", "site-03"]
+
+
+def test_the_demo_refuses_to_start_when_no_registry_answers(tmp_path: Path):
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--register"],
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
+    )
+    assert result.exit_code != 0
+    assert "no registry answers at http://127.0.0.1:" in result.output
+    assert not (tmp_path / "demo").exists()  # refused before any work

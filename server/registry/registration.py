@@ -41,7 +41,8 @@ def write_signed_model(run_dir: Path, model_name: str, signing_key_path: Path, f
     key = load_signing_key(signing_key_path)  # first: a bad key fails before any work
     card = build_model_card(run_dir, model_name, tracking_run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(run_dir) / WEIGHTS_FILE, folder / WEIGHTS_FILE)
+    if folder.resolve() != Path(run_dir).resolve():  # the demo signs in place, beside the run's outputs
+        shutil.copyfile(Path(run_dir) / WEIGHTS_FILE, folder / WEIGHTS_FILE)
     write_model_card(card, folder)
     sign_model_files(folder, key)
     return folder
