@@ -182,5 +182,10 @@ def audit_report(
     console.print(f"Wrote [bold]{html_path}[/] and [bold]{json_path}[/]")
 
 
+from cmrfl.cli_deployment import add_deployment_commands  # noqa: E402  (pki, server, site init|check|join, train)
+
+add_deployment_commands(app, site_app)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,200 @@
+"""Deployment commands: ``cmrfl pki``, ``cmrfl server``, ``cmrfl site init|check|join``, ``cmrfl train``.
+
+Each composes a module that does the work (server/pki.py, server/superlink.py,
+client/site_init.py, client/site_check.py, client/join.py, cmrfl/train.py). The
+long-running ones (``server start``, ``site join``) replace this process with Flower's
+own executable, so that systemd, Kubernetes or Ctrl-C signal Flower directly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(highlight=False, soft_wrap=True)  # soft wrap: paths and keys stay whole
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    errors.print(f"[bold red]Error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _exec(command: list[str]) -> NoReturn:
+    """Become Flower's process (same pid: signals and exit code are Flower's)."""
+    from server.superlink import flower_environment
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, flower_environment())
+
+
+pki_app = typer.Typer(help="The consortium's certificate authority and keys.", no_args_is_help=True)
+server_app = typer.Typer(help="The consortium's SuperLink.", no_args_is_help=True)
+
+
+@pki_app.command("init")
+def pki_init(
+    out: Annotated[Path, typer.Option(help="Folder for the consortium's CA, SuperLink certificate and signing keys.")],
+    superlink_host: Annotated[
+        list[str] | None,
+        typer.Option(help="A DNS name or IP address sites use to reach the SuperLink (repeatable); "
+                          "localhost, 127.0.0.1 and ::1 are always included."),
+    ] = None,
+) -> None:
+    """Create the consortium CA, the SuperLink's TLS certificate and the model-signing key pair."""
+    from server.pki import CA_CERT, CA_KEY, MODEL_SIGNING_KEY, MODEL_SIGNING_PUB, SUPERLINK_CERT, SUPERLINK_KEY, PkiError, init_pki
+
+    try:
+        files = init_pki(out, superlink_host or [])
+    except PkiError as problem:
+        fail(str(problem))
+    console.print(f"Wrote the consortium PKI to [bold]{files.directory}[/]:")
+    for name, what in (
+        (CA_CERT, "consortium CA certificate: give to every site (cmrfl site init --ca)"),
+        (CA_KEY, "CA private key (0600): keep offline; signs SuperLink certificates"),
+        (SUPERLINK_CERT, "SuperLink TLS certificate, names: " + ", ".join(["localhost", "127.0.0.1", "::1", *(superlink_host or [])])),
+        (SUPERLINK_KEY, "SuperLink TLS private key (0600): stays on the SuperLink host"),
+        (MODEL_SIGNING_KEY, "model-signing private key (0600): signs released models"),
+        (MODEL_SIGNING_PUB, "model-signing public key: give to every site (cmrfl site init --model-signing-key)"),
+    ):
+        console.print(f"  {files.path(name)}  {what}")
+    console.print(f"Distribute to sites: {files.path(CA_CERT)} and {files.path(MODEL_SIGNING_PUB)}. Never send a .key file.")
+
+
+@server_app.command("start", context_settings=_PASS_THROUGH)
+def server_start(
+    ctx: typer.Context,
+    pki: Annotated[Path, typer.Option(help="The folder 'cmrfl pki init' wrote.")],
+    state_dir: Annotated[Path, typer.Option(help="Folder for the SuperLink's database (runs, registered SuperNodes).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTPS port for SuperNodes, flwr and the ServerApp.")] = 9092,
+) -> None:
+    """Run Flower's SuperLink with TLS and SuperNode authentication (extra options go to flower-superlink)."""
+    from server.pki import PkiError
+    from server.superlink import SuperLinkSettings
+
+    settings = SuperLinkSettings(pki_dir=pki, state_dir=state_dir, host=host, port=port)
+    try:
+        command = settings.command(list(ctx.args))
+    except PkiError as problem:
+        fail(str(problem))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    console.print("Starting the SuperLink (TLS, SuperNode authentication on):")
+    for line in settings.listening():
+        console.print(f"  {line}")
+    console.print(f"Admit a site: cmrfl server register-site --pki {pki} --superlink HOST:{port} SITE_DIR/keys/supernode.pub")
+    _exec(command)
+
+
+@server_app.command("register-site")
+def server_register_site(
+    public_key: Annotated[Path, typer.Argument(help="The site's SuperNode public key (SITE_DIR/keys/supernode.pub).")],
+    pki: Annotated[Path, typer.Option(help="The consortium PKI folder (its ca.pem verifies the SuperLink).")],
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9092",
+    name: Annotated[str | None, typer.Option(help="A name for the SuperNode in 'flwr supernode ls'.")] = None,
+) -> None:
+    """Admit a site: register its SuperNode public key with the SuperLink (flwr supernode register)."""
+    from server.pki import PkiFiles
+    from server.superlink import RegistrationError, register_supernode
+
+    try:
+        node_id = register_supernode(superlink, PkiFiles(pki).ca_cert, public_key, name=name)
+    except RegistrationError as problem:
+        fail(str(problem))
+    console.print(f"Registered {public_key} as SuperNode {node_id} at {superlink}")
+
+
+def site_init(
+    site_dir: Annotated[Path, typer.Option(help="The site's folder.")],
+    name: Annotated[str, typer.Option(help="The site's name in the federation, e.g. 'hospital-a'.")],
+    superlink: Annotated[str, typer.Option(help="The consortium SuperLink's HOST:PORT.")],
+    ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.pem) to pin.")],
+    model_signing_key: Annotated[Path | None, typer.Option(help="The consortium's model-signing.pub to pin.")] = None,
+) -> None:
+    """Create site.toml and the site's SuperNode key pair; pin the consortium CA (and model-signing key)."""
+    from client.site_init import SiteInitError, init_site
+
+    try:
+        federation = init_site(site_dir, name, superlink, ca, model_signing_key)
+    except SiteInitError as problem:
+        fail(str(problem))
+    console.print(f"Initialised site [bold]{name}[/] in {site_dir}:")
+    console.print(f"  {site_dir / 'site.toml'}  (SuperLink {superlink})")
+    console.print(f"  {federation.private_key}  (private, 0600: never leaves this machine)")
+    console.print(f"  {federation.ca_cert}" + (f", {federation.model_signing_key}" if model_signing_key else ""))
+    if model_signing_key is None:
+        console.print("  no model-signing key pinned: add the consortium's model-signing.pub with --model-signing-key")
+    console.print("Send this public key to the consortium to be registered "
+                  f"(cmrfl server register-site ... {federation.public_key}):")
+    console.print(federation.public_key.read_text().strip(), markup=False)
+
+
+def site_check(
+    site_dir: Annotated[Path, typer.Option(help="The site's folder.")],
+    offline: Annotated[bool, typer.Option(help="Skip the connection to the SuperLink.")] = False,
+) -> None:
+    """Check everything before joining: software, compute, disk, case store, keys, SuperLink and its certificate."""
+    from client.site_check import INFO, OK, has_problems, run_site_checks
+
+    results = run_site_checks(site_dir, check_connection=not offline)
+    style = {OK: "[green]ok[/]     ", INFO: "[blue]info[/]   "}
+    for result in results:
+        console.print(f"{style.get(result.status, '[bold red]problem[/]')} {escape(result.name)}: {escape(result.detail)}")
+        if result.fix:
+            console.print(f"          → {escape(result.fix)}")
+    problems = [r for r in results if r.status not in (OK, INFO)]
+    if has_problems(results):
+        console.print(f"[bold red]{len(problems)} problem(s)[/]: fix them before 'cmrfl site join'.")
+        raise typer.Exit(1)
+    console.print("[green]All checks passed.[/] Join with: " f"cmrfl site join --site-dir {site_dir}")
+
+
+def site_join(
+    ctx: typer.Context,
+    site_dir: Annotated[Path, typer.Option(help="The site's folder.")],
+    clientapp_port: Annotated[int, typer.Option(min=1, max=65535, help="Loopback port for the SuperNode's own ClientApp processes.")] = 9094,
+) -> None:
+    """Run Flower's SuperNode for this site: its data, its key, the pinned CA (extra options go to flower-supernode)."""
+    from client.join import supernode_command
+    from client.site import SiteConfigError, SiteNotFoundError
+
+    try:
+        command = supernode_command(site_dir, clientapp_port, list(ctx.args))
+    except (SiteConfigError, SiteNotFoundError, FileNotFoundError) as problem:
+        fail(str(problem))
+    console.print(f"Joining the federation at {command[command.index('--superlink') + 1]} as {site_dir} (outbound HTTPS only)")
+    _exec(command)
+
+
+def train(
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")],
+    ca: Annotated[Path, typer.Option(help="The consortium CA certificate that verifies the SuperLink.")],
+    run_config: Annotated[str | None, typer.Option(help='Run config overrides, e.g. "num-server-rounds=10 run-dir=\'runs/x\'".')] = None,
+    federation_name: Annotated[str | None, typer.Option(help="The federation on the SuperLink, if not its default.")] = None,
+) -> None:
+    """Submit the cmrfl app to the federation (flwr run) and follow it to the end; exit code is the run's."""
+    from cmrfl.train import submit_and_follow
+
+    try:
+        outcome = submit_and_follow(superlink, ca, run_config=run_config, federation=federation_name)
+    except FileNotFoundError as problem:
+        fail(str(problem))
+    console.print(f"Run {outcome.run_id}: {outcome.status or 'did not finish'}")
+    raise typer.Exit(outcome.returncode)
+
+
+def add_deployment_commands(app: typer.Typer, site_app: typer.Typer) -> None:
+    app.add_typer(pki_app, name="pki")
+    app.add_typer(server_app, name="server")
+    site_app.command("init")(site_init)
+    site_app.command("check")(site_check)
+    site_app.command("join", context_settings=_PASS_THROUGH)(site_join)
+    app.command("train")(train)
