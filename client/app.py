@@ -27,6 +27,7 @@ from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metr
 from privacy.dp_sgd import DpSgdRequest, plan_round
 from tasks import get_task
 from tasks.base import Evaluation, TrainSettings, pick_device
+from tasks.sampling import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION
 
 MIN_CASES_IN_A_SUM = 2  # a site-wide sum over fewer cases would reveal one case
 FAIRNESS_RECORD = MESSAGE_RECORD  # the evaluate reply's suppressed subgroup statistics
@@ -40,6 +41,8 @@ def settings_from(config: ConfigRecord) -> TrainSettings:
         proximal_mu=float(config["proximal-mu"]),
         max_steps=int(config["max-local-steps"]),
         seed=int(config["seed"]),
+        fairness_mitigation=str(config.get("fairness-mitigation", NO_MITIGATION)),
+        balance_attribute=str(config.get("fairness-balance-attribute", DEFAULT_BALANCE_ATTRIBUTE)),
     )
 
 

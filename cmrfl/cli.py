@@ -134,6 +134,13 @@ def demo(
         typer.Option(help="Also register the model in the running registry (MLFLOW_TRACKING_URI and its "
                      "admin's MLFLOW_TRACKING_USERNAME/PASSWORD); see docs/registry.md."),
     ] = False,
+    compare_mitigation: Annotated[
+        bool,
+        typer.Option(
+            help="Train twice on the same hospitals, without and with group-balanced sampling by sex "
+            "(OUT/run, OUT/run-balanced); the second run's fairness report shows before and after."
+        ),
+    ] = False,
 ) -> None:
     """Everything on one machine: synthetic hospitals, ingest, federated training, outputs."""
     from cmrfl.demo import DemoSettings, run_demo
@@ -146,8 +153,8 @@ def demo(
         except ValueError as problem:
             fail(str(problem))
 
-    run_demo(
-        DemoSettings(
+    try:
+        settings = DemoSettings(
             sites=sites,
             cases_per_site=cases_per_site,
             rounds=rounds,
@@ -158,23 +165,30 @@ def demo(
             target_epsilon=epsilon,
             secure_aggregation=secure_aggregation,
             register=register,
-        ),
-        console,
-    )
+            compare_mitigation=compare_mitigation,
+        )
+    except ValueError as invalid:
+        fail(str(invalid))
+    run_demo(settings, console)
 
 
 @audit_app.command("report")
 def audit_report(
     run_dir: Annotated[Path, typer.Argument(help="The run folder (holds fairness/round-NNN.json).")],
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="Another run of the same task (e.g. without the fairness mitigation): adds a before-and-after section."),
+    ] = None,
 ) -> None:
     """Write RUN_DIR/fairness-audit.html and .json from the subgroup statistics the sites sent."""
     from fairness.report import write_audit_report
     from fairness.run_store import NoFairnessStatistics
 
-    if not run_dir.is_dir():
-        fail(f"run folder not found: {run_dir}")
+    for folder in (run_dir, baseline):
+        if folder is not None and not folder.is_dir():
+            fail(f"run folder not found: {folder}")
     try:
-        html_path, json_path = write_audit_report(run_dir)
+        html_path, json_path = write_audit_report(run_dir, baseline_dir=baseline)
     except NoFairnessStatistics as missing:
         fail(str(missing))
     except ValueError as invalid:

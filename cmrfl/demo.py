@@ -18,6 +18,7 @@ from cmr.ingest import ingest_site
 from cmr.phantom import generate_consortium
 from cmrfl.demo_registry import register_demo_model, sign_demo_model
 from cmrfl.simulation import run_simulated_federation
+from tasks.sampling import GROUP_BALANCED, mitigation_problems
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,16 @@ class DemoSettings:
     # registered in the running registry named by MLFLOW_TRACKING_URI only when asked.
     register: bool = False
     model_name: str = "lge-scar"
+    # Train a second time on the same hospitals with group-balanced sampling (OUT/run-balanced)
+    # and write that run's fairness report with the first run as its "before".
+    compare_mitigation: bool = False
+    balance_attribute: str = "sex"
+
+    def __post_init__(self) -> None:
+        if self.compare_mitigation:
+            problems = mitigation_problems(GROUP_BALANCED, self.balance_attribute, self.dp_sgd)
+            if problems:
+                raise ValueError("--compare-mitigation: " + "; ".join(problems))
 
 
 def _progress(console: Console) -> Progress:
@@ -57,8 +68,9 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     console = console or Console()
     out = settings.out
     hospitals_dir, sites_dir, run_dir = out / "hospitals", out / "sites", out / "run"
+    balanced_dir = out / "run-balanced"
     started = time.monotonic()
-    for stale in (hospitals_dir, sites_dir, run_dir):  # a demo always starts clean
+    for stale in (hospitals_dir, sites_dir, run_dir, balanced_dir):  # a demo always starts clean
         if stale.exists():
             shutil.rmtree(stale)
 
@@ -90,25 +102,14 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             )
             site_dirs.append(site_dir)
 
-        training = progress.add_task("Federated training (rounds)", total=settings.rounds)
-        run_simulated_federation(
-            site_dirs,
-            run_config={
-                "num-server-rounds": settings.rounds,
-                "strategy": settings.strategy,
-                "local-epochs": settings.local_epochs,
-                "min-train-sites": settings.sites,
-                "min-available-sites": settings.sites,
-                "seed": settings.seed,
-                "run-dir": str(run_dir),
-                "resume": False,
-                "dp-sgd": settings.dp_sgd,
-                "dp-sgd-target-epsilon": settings.target_epsilon,
-                "secure-aggregation": settings.secure_aggregation,
-            },
-            flower_log=run_dir / "flower.log",
-            on_round_end=lambda history: progress.update(training, completed=len(history)),
-        )
+        if not settings.compare_mitigation:
+            _train(site_dirs, run_dir, settings, progress, "Federated training (rounds)", "none")
+        else:
+            _train(site_dirs, run_dir, settings, progress, "Training, no mitigation (rounds)", "none")
+            _train(
+                site_dirs, balanced_dir, settings, progress,
+                f"Training, {settings.balance_attribute}-balanced (rounds)", "group-balanced",
+            )
 
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
@@ -117,6 +118,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         "site_dirs": [str(d) for d in site_dirs],
         "wall_seconds": round(time.monotonic() - started, 1),
     }
+    if settings.compare_mitigation:
+        summary["demo"]["balanced_run_dir"] = str(balanced_dir)
     summary_path.write_text(json.dumps(summary, indent=2))
     signing_key = sign_demo_model(out, run_dir, site_dirs, settings.model_name)
     console.print(final_table(summary))
@@ -138,7 +141,54 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             f"{os.environ['MLFLOW_TRACKING_URI']}; approve it with `cmrfl registry promote {registered.name} "
             f"{registered.version}`, then sites pull it (docs/registry.md)"
         )
+    if settings.compare_mitigation:
+        summary["compare_mitigation"] = compare_mitigation(run_dir, balanced_dir, console)
     return summary
+
+
+def _train(
+    site_dirs: list[Path], run_dir: Path, settings: DemoSettings, progress: Progress, description: str, mitigation: str
+) -> None:
+    training = progress.add_task(description, total=settings.rounds)
+    run_simulated_federation(
+        site_dirs,
+        run_config={
+            "num-server-rounds": settings.rounds,
+            "strategy": settings.strategy,
+            "local-epochs": settings.local_epochs,
+            "min-train-sites": settings.sites,
+            "min-available-sites": settings.sites,
+            "seed": settings.seed,
+            "run-dir": str(run_dir),
+            "resume": False,
+            "dp-sgd": settings.dp_sgd,
+            "dp-sgd-target-epsilon": settings.target_epsilon,
+            "secure-aggregation": settings.secure_aggregation,
+            "fairness-mitigation": mitigation,
+            "fairness-balance-attribute": settings.balance_attribute,
+        },
+        flower_log=run_dir / "flower.log",
+        on_round_end=lambda history: progress.update(training, completed=len(history)),
+    )
+
+
+def compare_mitigation(run_dir: Path, balanced_dir: Path, console: Console) -> dict[str, Any]:
+    """The balanced run's fairness report, with the unmitigated run as its "before"."""
+    from fairness.report import write_audit_report
+    from fairness.run_store import NoFairnessStatistics
+
+    balanced = json.loads((balanced_dir / "summary.json").read_text())
+    console.print(final_table(balanced, "with group-balanced sampling"))
+    outcome: dict[str, Any] = {"run_dir": str(balanced_dir), "final": balanced["final"]}
+    try:
+        html_path, json_path = write_audit_report(balanced_dir, baseline_dir=run_dir)
+    except NoFairnessStatistics as missing:
+        console.print(f"Before and after: no report ({missing})", highlight=False)
+        return outcome
+    lines = json.loads(json_path.read_text())["before_and_after"]["summary"]
+    console.print("Before and after the mitigation: " + " ".join(lines[1:-1]), highlight=False)
+    console.print(f"Report with both runs: [bold]{html_path}[/] (section 8 has every group)")
+    return outcome | {"fairness_report": str(html_path), "before_and_after": lines}
 
 
 def privacy_lines(summary: dict[str, Any]) -> list[str]:
@@ -164,8 +214,9 @@ def fairness_lines(summary: dict[str, Any]) -> list[str]:
     return ["Fairness audit: " + " ".join(json.loads(Path(path).read_text())["summary"])]
 
 
-def final_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"Final global model after {summary['rounds']} rounds ({summary['strategy']})")
+def final_table(summary: dict[str, Any], training: str = "") -> Table:
+    title = f"Final global model after {summary['rounds']} rounds ({summary['strategy']}{', ' + training if training else ''})"
+    table = Table(title=title)
     for column in ("site", "cases", "Dice myocardium", "Dice scar", "scar burden error (% points)"):
         table.add_column(column, justify="right" if column != "site" else "left")
 

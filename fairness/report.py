@@ -14,11 +14,13 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fairness import figures
-from fairness.audit import WORST_VS_BEST, AuditResult, Gap, Measure, audit_run
+from fairness.audit import WORST_VS_BEST, AuditResult, Gap, Measure, audit_round, audit_run
+from fairness.comparison import BeforeAfter, GapChange, Training, compare_audits
 from fairness.run_store import load_run_statistics
 from fairness.spec import AuditSpec, Grouping, Tolerances, audit_spec_for
 from fairness.suppression import DEFAULT_SUPPRESSION_THRESHOLD
@@ -30,13 +32,19 @@ REPORT_VERSION = 1
 
 
 def write_audit_report(
-    run_dir: Path, spec: AuditSpec | None = None, tolerances: Tolerances | None = None
+    run_dir: Path,
+    spec: AuditSpec | None = None,
+    tolerances: Tolerances | None = None,
+    baseline_dir: Path | None = None,
 ) -> tuple[Path, Path]:
     """Audit every round saved in ``RUN_DIR/fairness`` and write the HTML and JSON reports.
 
     The task and the tolerances come from the saved rounds' settings, else from
     ``RUN_DIR/summary.json``'s run config, else the spec's defaults. Raises
     ``fairness.run_store.NoFairnessStatistics`` (naming the folder) if there is nothing to audit.
+    With ``baseline_dir`` (a run of the same task, typically trained without the fairness
+    mitigation), both reports add a before-and-after section: the baseline's final round
+    audited with this run's spec and tolerances, set beside this run's.
     """
     run_dir = Path(run_dir)
     run = load_run_statistics(run_dir)
@@ -45,6 +53,10 @@ def write_audit_report(
     tolerances = tolerances or Tolerances.from_run_config(settings, spec)
     result = audit_run(run, spec, tolerances)
     summary = summary_sentences(result)
+    training = Training.from_settings(settings)
+    comparison = None
+    if baseline_dir is not None:
+        comparison = compare_with_baseline(Path(baseline_dir), result, spec, tolerances, training)
 
     json_path = run_dir / JSON_NAME
     document = {
@@ -54,12 +66,35 @@ def write_audit_report(
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "summary": summary,
         "tolerances": tolerances.to_run_config(spec),
+        "training": {**asdict(training), "description": training.description},
         **result.to_dict(),
     }
+    if comparison is not None:
+        document["before_and_after"] = {
+            "summary": before_after_sentences(comparison, result), **comparison.to_dict()
+        }
     json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     html_path = run_dir / HTML_NAME
-    html_path.write_text(render_html(result, summary, run_dir), encoding="utf-8")
+    html_path.write_text(render_html(result, summary, run_dir, training, comparison), encoding="utf-8")
     return html_path, json_path
+
+
+def compare_with_baseline(
+    baseline_dir: Path, result: AuditResult, spec: AuditSpec, tolerances: Tolerances, training: Training
+) -> BeforeAfter:
+    """The baseline run's final round, audited like this run, beside this run's final round."""
+    baseline = load_run_statistics(baseline_dir)
+    if baseline.last.task != result.task:
+        raise ValueError(
+            f"baseline {baseline_dir} audits task {baseline.last.task!r}, this run {result.task!r}: "
+            "only runs of the same task can be compared"
+        )
+    baseline_settings = {**_summary_run_config(baseline_dir), **baseline.last.settings}
+    baseline_audit = audit_round(baseline.last, spec, tolerances, min_cases=result.min_cases)
+    return compare_audits(
+        baseline_audit, result.final, result.measures, baseline_run_dir=baseline_dir,
+        before=Training.from_settings(baseline_settings), after=training,
+    )
 
 
 # ------------------------------------------------------------------------------------
@@ -134,6 +169,70 @@ def summary_sentences(result: AuditResult) -> list[str]:
     return lines
 
 
+def before_after_sentences(comparison: BeforeAfter, result: AuditResult) -> list[str]:
+    """The before-and-after comparison in plain words: what was compared, the balanced
+    attribute's gaps, all patients together, and how sure one can be."""
+    before, after = comparison.before, comparison.after
+    lines = [
+        f"Before: the run in {comparison.baseline_run_dir}, trained with {before.description}. "
+        f"After: this run, trained with {after.description}. Each model is the one after its final round "
+        f"(round {comparison.baseline_round} before, round {comparison.server_round} after), tested at each "
+        "hospital on patients it was not trained on."
+    ]
+    if before == after:
+        lines.append(
+            "Both runs were trained the same way, so the differences below come from chance (the order of the "
+            "training images, the starting point), not from a mitigation."
+        )
+    focus = after.balance_attribute or before.balance_attribute or "sex"
+    label = Grouping((focus,)).label
+    means = [m for m in result.measures if m.kind == "mean"]
+    for measure in means:
+        lines.append(_gap_change_sentence(comparison.gap(focus, measure.key), measure, label))
+    overall = [
+        f"{m.label} {amount(c.before, m)} before, {amount(c.after, m)} after"
+        for m in means if (c := comparison.overall(m.key)) is not None
+    ]
+    if overall:
+        lines.append("All patients together: " + "; ".join(overall) + ".")
+    lines.append(
+        "How sure: each run's figures carry their own 95 % intervals (section 8). Both models were tested on the "
+        "same hospitals' patients, so the change itself gets no interval here; read a change smaller than those "
+        "intervals as possibly chance. Look at the worst group's own figure as well as the gap: a gap also "
+        "closes when the best group gets worse."
+    )
+    return lines
+
+
+def _gap_change_sentence(change: GapChange | None, measure: Measure, label: str) -> str:
+    name = f"By {label}, {measure.label}"
+    if change is None or (change.before is None and change.after is None):
+        return f"{name}: no two groups could be compared in either run (groups withheld by the hospitals or too few patients)."
+    if change.before is None or change.after is None:
+        missing, present = ("before", change.after) if change.before is None else ("after", change.before)
+        return (
+            f"{name}: the groups could not be compared {missing} (withheld by the hospitals or too few patients); "
+            f"{'after' if missing == 'before' else 'before'}, the worst group was {present.worst_label} at "
+            f"{amount(present.worst_value, measure)}, {amount(present.shortfall, measure)} short of {present.best_label}."
+        )
+    b, a = change.before, change.after
+    difference = change.change
+    if abs(difference) < 0.5 * 10 ** -measure.decimals:
+        moved = "unchanged"
+    else:
+        moved = f"{amount(abs(difference), measure)} {'smaller' if difference < 0 else 'larger'}"
+    flags = ""
+    if b.flagged or a.flagged:
+        flags = f" Flagged before: {'yes' if b.flagged else 'no'}; after: {'yes' if a.flagged else 'no'}."
+    better = "" if measure.higher_is_better else " (lower is better)"
+    return (
+        f"{name}{better}: the worst group was {b.worst_label} at {amount(b.worst_value, measure)} before and "
+        f"{a.worst_label} at {amount(a.worst_value, measure)} after; the gap to the best group went from "
+        f"{amount(b.shortfall, measure)} to {amount(a.shortfall, measure)} ({moved}; largest accepted gap "
+        f"{amount(change.tolerance, measure)}).{flags}"
+    )
+
+
 # ------------------------------------------------------------------------------------
 # HTML
 # ------------------------------------------------------------------------------------
@@ -150,8 +249,15 @@ tr.flagged td{background:#fdecea}.muted{color:#777}img{max-width:100%}
 """
 
 
-def render_html(result: AuditResult, summary: list[str], run_dir: Path) -> str:
+def render_html(
+    result: AuditResult,
+    summary: list[str],
+    run_dir: Path,
+    training: Training | None = None,
+    comparison: BeforeAfter | None = None,
+) -> str:
     final = result.final
+    training = training or Training()
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>Fairness audit</title>",
@@ -159,21 +265,79 @@ def render_html(result: AuditResult, summary: list[str], run_dir: Path) -> str:
         "<h1>Fairness audit of the trained model</h1>",
         f"<p>Task: {_e(result.task_label or result.task)}. Run folder: <code>{_e(str(run_dir))}</code>. "
         f"Rounds audited: {len(result.rounds)} (final round {final.server_round}). "
-        f"Hospitals (sites): {_e(', '.join(final.sites)) or 'none'}.</p>",
+        f"Hospitals (sites): {_e(', '.join(final.sites)) or 'none'}. "
+        f"Training: {_e(training.description)}.</p>",
         _how_to_read(result),
         "<h2>1. Summary</h2>",
     ]
     for number, line in enumerate(summary):
         css = "flag" if result.flags and 0 < number <= len(result.flags) else ("ok" if number == 0 and not result.flags else "box")
         parts.append(f"<div class='{css}'>{_e(line)}</div>")
+    if comparison is not None:
+        parts.append("<h3>Before and after the mitigation</h3>")
+        parts += [f"<div class='box'>{_e(line)}</div>" for line in before_after_sentences(comparison, result)]
     parts += _measures_section(result)
     parts += _gaps_section(result)
     parts += _trend_section(result)
     parts += _sites_section(result)
     parts += _suppression_section(result)
     parts += _methods_section(result)
+    if comparison is not None:
+        parts += _before_after_section(comparison, result)
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _before_after_section(comparison: BeforeAfter, result: AuditResult) -> list[str]:
+    parts = [
+        "<h2>8. Before and after the mitigation, group by group</h2>",
+        f"<p>Before: <code>{_e(comparison.baseline_run_dir)}</code>, {_e(comparison.before.description)}. "
+        f"After: this run, {_e(comparison.after.description)}. Final rounds of both runs, all hospitals together, "
+        "audited the same way. The gap is how much worse the worst group does than the best group, in the "
+        "measure's unit (positive: worse); a negative change means the gap closed.</p>",
+    ]
+    if not comparison.gaps:
+        parts.append("<p class='muted'>No gap could be computed in either run.</p>")
+    else:
+        rows = ["<table><tr><th>grouping</th><th>measure</th><th>before: worst group, gap (95 % interval)</th>"
+                "<th>after: worst group, gap (95 % interval)</th><th>change in the gap</th>"
+                "<th>largest accepted</th></tr>"]
+        for change in comparison.gaps:
+            measure = result.measure(change.measure)
+
+            def side(gap) -> str:
+                if gap is None:
+                    return "not compared"
+                flagged = " — FLAGGED" if gap.flagged else ""
+                return (f"{gap.worst_label} {amount(gap.worst_value, measure)}; gap {amount(gap.shortfall, measure)} "
+                        f"({interval_text(gap.low, gap.high, measure)}){flagged}")
+
+            rows.append(
+                f"<tr><td>{_e(change.grouping_label)}</td><td>{_e(measure.label)}</td><td>{_e(side(change.before))}</td>"
+                f"<td>{_e(side(change.after))}</td><td class='num'>{_e(amount(change.change, measure, signed=True))}</td>"
+                f"<td class='num'>{_e(amount(change.tolerance, measure))}</td></tr>"
+            )
+        rows.append("</table>")
+        parts.append("".join(rows))
+    for measure in result.measures:
+        groups = [g for g in comparison.groups if g.measure == measure.key]
+        if not groups:
+            continue
+        table = [f"<details><summary>{_e(measure.label)}: each group before and after</summary>"
+                 "<table><tr><th>grouping</th><th>group</th><th>before (n)</th><th>95 % interval</th>"
+                 "<th>after (n)</th><th>95 % interval</th><th>change</th></tr>"]
+        for group in groups:
+            table.append(
+                f"<tr><td>{_e(group.grouping_label)}</td><td>{_e(group.label)}</td>"
+                f"<td class='num'>{_e(amount(group.before, measure))} ({group.n_before})</td>"
+                f"<td>{_e(interval_text(group.before_low, group.before_high, measure))}</td>"
+                f"<td class='num'>{_e(amount(group.after, measure))} ({group.n_after})</td>"
+                f"<td>{_e(interval_text(group.after_low, group.after_high, measure))}</td>"
+                f"<td class='num'>{_e(amount(group.change, measure, signed=True))}</td></tr>"
+            )
+        table.append("</table></details>")
+        parts.append("".join(table))
+    return parts
 
 
 def _how_to_read(result: AuditResult) -> str:

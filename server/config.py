@@ -14,6 +14,7 @@ from typing import Any
 from privacy.settings import run_config_problems as privacy_run_config_problems
 from privacy.dp_sgd import run_config_problems as dp_sgd_run_config_problems
 from fairness.spec import run_config_problems as fairness_run_config_problems
+from tasks.sampling import mitigation_problems
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 DEVICES = ("auto", "cpu", "cuda")
@@ -73,6 +74,10 @@ class FederationConfig:
     fairness_tolerance_dice_scar: float = 0.05
     fairness_tolerance_scar_burden_abs_error: float = 2.0  # percentage points
     fairness_tolerance_rates: float = 0.10  # sensitivity, specificity, equalised odds
+    # Fairness mitigation at the sites (tasks/sampling.py): "none" or "group-balanced"
+    # (training slices drawn so that each group of the attribute below is equally represented)
+    fairness_mitigation: str = "none"
+    fairness_balance_attribute: str = "sex"  # any subgroup attribute (cmr/attributes.py)
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> FederationConfig:
@@ -124,5 +129,6 @@ class FederationConfig:
         problems.extend(privacy_run_config_problems(self))
         problems.extend(fairness_run_config_problems(self.to_run_config()))
         problems.extend(dp_sgd_run_config_problems(self))
+        problems.extend(mitigation_problems(self.fairness_mitigation, self.fairness_balance_attribute, self.dp_sgd))
         if problems:
             raise RunConfigError("invalid run config: " + "; ".join(problems))

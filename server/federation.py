@@ -74,6 +74,9 @@ def train_config_for(config: FederationConfig, server_round: int) -> ConfigRecor
             "seed": config.seed + server_round,
             "device": config.device,
             **dp_sgd_train_config(config),  # DP-SGD at the sites (privacy/dp_sgd.py)
+            # how the sites draw training slices (tasks/sampling.py)
+            "fairness-mitigation": config.fairness_mitigation,
+            "fairness-balance-attribute": config.fairness_balance_attribute,
         }
     )
 
@@ -219,6 +222,8 @@ def save_fairness_statistics(
 def fingerprint_settings(config: FederationConfig, composed: ComposedStrategy) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
     settings: dict[str, Any] = {"task": config.task, "strategy": config.strategy, "seed": config.seed}
+    if config.fairness_mitigation != "none":  # a run is trained with one sampling throughout
+        settings["fairness-mitigation"] = [config.fairness_mitigation, config.fairness_balance_attribute]
     if composed.client_dp is not None:  # the accountant resumes from the recorded releases
         dp = composed.client_dp.settings
         settings["client-dp"] = [dp.mode, dp.noise_multiplier, dp.delta, dp.population, dp.clients_per_round]

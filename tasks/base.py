@@ -17,6 +17,7 @@ import torch
 
 from cmr.attributes import SubgroupAttributes
 from cmr.store import CaseEntry, CaseStore
+from tasks.sampling import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION, mitigation_problems
 
 if TYPE_CHECKING:
     from privacy.dp_sgd import PrivateRoundPlan
@@ -36,6 +37,16 @@ class TrainSettings:
     # task then samples patients, not slices, and hands its model, optimiser and
     # loader to privacy.dp_sgd.make_private.
     privacy: PrivateRoundPlan | None = None
+    # Fairness mitigation (tasks/sampling.py): "none" draws every training slice alike;
+    # "group-balanced" draws each group of ``balance_attribute`` present at the site
+    # equally often. Not with DP-SGD, whose accounting assumes uniform patient sampling.
+    fairness_mitigation: str = NO_MITIGATION
+    balance_attribute: str = DEFAULT_BALANCE_ATTRIBUTE
+
+    def __post_init__(self) -> None:
+        problems = mitigation_problems(self.fairness_mitigation, self.balance_attribute, self.privacy is not None)
+        if problems:
+            raise ValueError("invalid training settings: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from tasks.lge.inference import autocast_for, predict_stack, probabilities_on_or
 from tasks.lge.loss import DEFAULT_CLASS_WEIGHTS, per_slice_segmentation_loss, segmentation_loss
 from tasks.lge.metrics import METRIC_NAMES, SUMMARY_METRICS, case_metrics, nan_mean
 from tasks.lge.network import build_unet
+from tasks.sampling import GROUP_BALANCED, group_balanced_sampler
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,27 @@ class LgeScarSegmentation:
         augmentation = training_augmentation(seed) if self.augment else None
         return OneSlicePerPatient(training_cases, patients, augmentation, seed)
 
+    def training_loader(self, samples: list[dict], settings: TrainSettings, device: torch.device) -> DataLoader:
+        """Batches of training slices (without DP-SGD), in the order the run config asks for.
+
+        By default a shuffled pass over every slice; with ``fairness-mitigation =
+        group-balanced``, slices drawn with replacement so that each group of the
+        balancing attribute is drawn equally often (tasks/sampling.py). Either way an
+        epoch is ``len(samples)`` slices, so the number of steps does not change.
+        """
+        generator = torch.Generator().manual_seed(settings.seed)
+        order: dict = {"shuffle": True, "generator": generator}
+        if settings.fairness_mitigation == GROUP_BALANCED:
+            groups = [sample["attributes"][settings.balance_attribute] for sample in samples]
+            order = {"sampler": group_balanced_sampler(groups, generator)}
+        return DataLoader(
+            Dataset(samples, transform=training_augmentation(settings.seed) if self.augment else None),
+            batch_size=settings.batch_size,
+            num_workers=0,
+            pin_memory=device.type == "cuda",
+            **order,
+        )
+
     def train(
         self,
         model: torch.nn.Module,
@@ -95,14 +117,7 @@ class LgeScarSegmentation:
         global_weights = [p.detach().clone() for p in model.parameters() if p.requires_grad]
         private = None
         if plan is None:
-            loader = DataLoader(
-                Dataset(samples, transform=training_augmentation(settings.seed) if self.augment else None),
-                batch_size=settings.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(settings.seed),
-                num_workers=0,
-                pin_memory=device.type == "cuda",
-            )
+            loader = self.training_loader(samples, settings, device)
             loss_function = segmentation_loss(self.class_weights).to(device)
         else:
             from privacy.dp_sgd import make_private
@@ -164,9 +179,12 @@ class LgeScarSegmentation:
                 private.close()
         seconds = time.perf_counter() - started
         mean_loss = loss_total / loss_steps if loss_steps else math.nan
+        balanced = settings.fairness_mitigation == GROUP_BALANCED
         log.info(
             "trained %d steps%s on %d slices (%d cases), mean loss %.4f, %.1f slices/s",
-            steps, " with DP-SGD" if private is not None else "", len(samples), len(training_cases),
+            steps,
+            " with DP-SGD" if private is not None else (f", {settings.balance_attribute}-balanced" if balanced else ""),
+            len(samples), len(training_cases),
             mean_loss, examples_seen / max(seconds, 1e-9),
         )
         return TrainOutcome(
