@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from client.model_trust import WEIGHTS_FILE, VerifiedModel
-from client.registry_pull import PULL_RECORD, load_verified_local_model
+from client.local_models import PULL_RECORD, load_verified_local_model
 from cmr.dicom_series import DicomSeries, scan_dicom_folder
 from cmr.geometry import stack_to_nifti_array
 from cmr.labels import TissueLabel

@@ -23,11 +23,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import http_request
 
+from client.local_models import PULL_RECORD, models_dir
 from client.model_trust import MODEL_FILES, SignatureError, VerifiedModel, load_trusted_key, verify_model_folder
 
 DEFAULT_ALIAS = "approved"
 ARTIFACT_ROUTE = "/model-versions/get-artifact"
-PULL_RECORD = "pulled.json"
 _REFERENCE = re.compile(r"^(?P<name>[^@:]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|:(?P<version>\d+))?$")
 
 
@@ -48,10 +48,6 @@ class ModelReference:
 
     def __str__(self) -> str:
         return self.name + (f":{self.version}" if self.version else f"@{self.alias}" if self.alias else "")
-
-
-def models_dir(site_dir: Path) -> Path:
-    return Path(site_dir) / "models"
 
 
 @dataclass(frozen=True)
@@ -118,26 +114,4 @@ def pull_model(tracking_uri: str, reference: ModelReference, site_dir: Path) -> 
     return PulledModel(reference.name, version, destination, verify_model_folder(destination, key, reference.name))
 
 
-def local_model_folder(site_dir: Path, name: str, version: str | None = None) -> Path:
-    """A pulled model's folder: ``version``, or the highest version pulled."""
-    folder = models_dir(site_dir) / name
-    if version is not None:
-        chosen = folder / version
-        if not chosen.is_dir():
-            raise FileNotFoundError(f"{chosen}: model {name} version {version} has not been pulled to this site")
-        return chosen
-    versions = sorted((p for p in folder.glob("*") if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
-        raise FileNotFoundError(
-            f"{folder}: no pulled version of model {name} (run `cmrfl registry pull {name} --site-dir {site_dir}`)"
-        )
-    return versions[-1]
-
-
-def load_verified_local_model(site_dir: Path, name: str, version: str | None = None) -> VerifiedModel:
-    """Verify a pulled model again before use: files at rest can change too."""
-    folder = local_model_folder(site_dir, name, version)
-    return verify_model_folder(folder, load_trusted_key(site_dir), expected_model=name)
-
-
-__all__ = ["ModelReference", "PulledModel", "SignatureError", "load_verified_local_model", "pull_model"]
+__all__ = ["ModelReference", "PulledModel", "SignatureError", "pull_model"]

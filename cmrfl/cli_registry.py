@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -106,7 +107,9 @@ def add_site_user(
     site_password: Annotated[str | None, typer.Option(envvar="CMRFL_SITE_PASSWORD", help="The new account's password (default: a random one, printed once).")] = None,
 ) -> None:
     """(Admin) Create a site account that may read registered models and nothing else."""
-    from server.registry.service import add_site_user as create
+    with warnings.catch_warnings():  # MLflow's auth client imports its server, which warns about Starlette
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from server.registry.service import add_site_user as create
 
     _use_credentials(username, password)
     new_password = site_password or secrets.token_urlsafe(18)

@@ -38,7 +38,7 @@ def demo_signing_key(pki_dir: Path) -> Path:
 
 def sign_demo_model(out: Path, run_dir: Path, site_dirs: list[Path], model_name: str = DEMO_MODEL_NAME) -> Path:
     """Model card and signature beside the run's final model; the demo key pinned at each site."""
-    from server.registry.registration import write_signed_model
+    from server.registry.model_files import write_signed_model
 
     key_path = demo_signing_key(out / "pki")
     write_signed_model(run_dir, model_name, key_path, run_dir)

@@ -8,7 +8,6 @@ route, which needs READ on the registered model and nothing else.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-from server.registry.card import build_model_card, write_model_card
-from server.registry.signing import WEIGHTS_FILE, file_sha256, load_signing_key, sign_model_files
+from server.registry.model_files import write_signed_model
+from server.registry.signing import WEIGHTS_FILE, file_sha256, load_signing_key
 from server.registry.tracking import EXPERIMENT, log_run_dir
 
 MODEL_ARTIFACT_PATH = "registered-model"
@@ -33,19 +32,6 @@ class RegisteredVersion:
     run_id: str
     weights_sha256: str
     card_sha256: str
-
-
-def write_signed_model(run_dir: Path, model_name: str, signing_key_path: Path, folder: Path,
-                       tracking_run_id: str | None = None) -> Path:
-    """Weights, card (JSON, Markdown) and signature of ``run_dir``'s final model into ``folder``."""
-    key = load_signing_key(signing_key_path)  # first: a bad key fails before any work
-    card = build_model_card(run_dir, model_name, tracking_run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    if folder.resolve() != Path(run_dir).resolve():  # the demo signs in place, beside the run's outputs
-        shutil.copyfile(Path(run_dir) / WEIGHTS_FILE, folder / WEIGHTS_FILE)
-    write_model_card(card, folder)
-    sign_model_files(folder, key)
-    return folder
 
 
 def register_run(

@@ -94,8 +94,13 @@ def log_run_dir(
     summary = read_summary(run_dir)
     experiment = client.get_experiment_by_name(experiment_name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    # MLflow 3's UI opens unknown experiments in its GenAI view; this one is model training.
+    client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     tags = {
-        "mlflow.runName": run_name or run_dir.resolve().name,
+        "mlflow.runName": run_name or (
+            f"{summary['task']} {summary['strategy']}, {summary['rounds']} rounds "
+            f"({run_dir.resolve().parent.name}/{run_dir.resolve().name})"
+        ),
         "mlflow.note.content": run_description(summary),
         "cmrfl.task": summary["task"],
         "cmrfl.run_dir": str(run_dir.resolve()),
