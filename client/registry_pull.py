@@ -9,6 +9,7 @@ file and the model name in the signed card all check out.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -87,31 +88,47 @@ def pull_model(tracking_uri: str, reference: ModelReference, site_dir: Path) -> 
     """
     site_dir = Path(site_dir)
     key = load_trusted_key(site_dir)  # no pinned key: refuse before downloading anything
-    client = MlflowClient(tracking_uri)
-    version = resolve_version(client, reference)
+    version = resolve_version(MlflowClient(tracking_uri), reference)
     destination = models_dir(site_dir) / reference.name / version
     destination.parent.mkdir(parents=True, exist_ok=True)
+    refusal: SignatureError | None = None
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=destination.parent) as scratch:
         incoming = Path(scratch) / version
         incoming.mkdir()
         for filename in MODEL_FILES:
             _download(tracking_uri, reference.name, version, filename, incoming / filename)
-        verified = verify_model_folder(incoming, key, expected_model=reference.name)
-        record = {
-            "model": reference.name,
-            "version": version,
-            "requested": str(reference),
-            "registry": tracking_uri,
-            "pulled_by": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
-            "pulled_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "weights_sha256": verified.weights_sha256,
-            "signer_public_key_sha256": verified.signer_public_key_sha256,
-        }
-        (incoming / PULL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if destination.exists():
-            shutil.rmtree(destination)
-        incoming.replace(destination)
+        try:
+            verified = verify_model_folder(incoming, key, expected_model=reference.name)
+        except SignatureError as refused:  # name the version, not the scratch folder about to go
+            refusal = SignatureError(str(refused).replace(f"{incoming}/", f"{reference.name} version {version}, "))
+        else:
+            _keep(incoming, destination, _pull_record(reference, version, tracking_uri, verified))
+    if refusal is not None:
+        with contextlib.suppress(OSError):
+            destination.parent.rmdir()  # only when nothing was ever kept for this model
+        raise refusal
     return PulledModel(reference.name, version, destination, verify_model_folder(destination, key, reference.name))
+
+
+def _pull_record(reference: ModelReference, version: str, tracking_uri: str, verified: VerifiedModel) -> dict:
+    return {
+        "model": reference.name,
+        "version": version,
+        "requested": str(reference),
+        "registry": tracking_uri,
+        "pulled_by": os.environ.get("MLFLOW_TRACKING_USERNAME", ""),
+        "pulled_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "weights_sha256": verified.weights_sha256,
+        "signer_public_key_sha256": verified.signer_public_key_sha256,
+    }
+
+
+def _keep(incoming: Path, destination: Path, record: dict) -> None:
+    """Write where the verified version came from, then move it into place."""
+    (incoming / PULL_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if destination.exists():
+        shutil.rmtree(destination)
+    incoming.replace(destination)
 
 
 __all__ = ["ModelReference", "PulledModel", "SignatureError", "pull_model"]

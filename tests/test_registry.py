@@ -290,7 +290,8 @@ def test_a_version_altered_in_the_registry_store_is_refused(registered: dict, re
         stored.write_bytes(original)
     assert result.exit_code != 0
     assert "signature" in result.output
-    assert not (site_dir / "models" / MODEL / "1").exists()  # nothing unverified is kept
+    assert f"{MODEL} version 1, {altered}: SHA-256" in result.output  # names the version and the file
+    assert not (site_dir / "models" / MODEL).exists()  # nothing unverified is kept
 
 
 @pytest.mark.slow
