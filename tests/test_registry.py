@@ -155,6 +155,32 @@ def test_model_references_default_to_the_approved_alias(text: str, expected: Mod
     assert ModelReference.parse(text) == expected
 
 
+def test_serve_refuses_to_start_without_an_admin_password(tmp_path: Path):
+    result = runner.invoke(app, ["registry", "serve", "--data-dir", str(tmp_path)], env={"MLFLOW_AUTH_ADMIN_PASSWORD": ""})
+    assert result.exit_code != 0
+    assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in result.output
+
+
+def test_the_server_config_holds_no_password_and_takes_postgres_and_object_stores_as_given(tmp_path: Path, monkeypatch):
+    from server.registry.service import RegistrySettings, server_command
+
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    settings = RegistrySettings(
+        data_dir=tmp_path, backend_store_uri="postgresql://mlflow@db:5432/mlflow",
+        artifacts_destination="s3://consortium-models/registry", auth_database_uri="postgresql://mlflow@db:5432/auth",
+    )
+    command, environment = server_command(settings)
+    option = {name: value for name, value in zip(command, command[1:]) if name.startswith("--")}
+    assert option["--app-name"] == "basic-auth" and "--enable-workspaces" in command
+    assert option["--backend-store-uri"] == "postgresql://mlflow@db:5432/mlflow"
+    assert option["--artifacts-destination"] == "s3://consortium-models/registry"
+    auth_config = Path(environment["MLFLOW_AUTH_CONFIG_PATH"])
+    text = auth_config.read_text()
+    assert "default_permission = NO_PERMISSIONS" in text and "database_uri = postgresql://mlflow@db:5432/auth" in text
+    assert ADMIN_PASSWORD not in text and ADMIN_PASSWORD not in " ".join(command)
+    assert auth_config.stat().st_mode & 0o777 == 0o600
+
+
 # ---------------------------------------------------------------- a real registry on loopback
 
 
