@@ -200,7 +200,10 @@ def build_model_card(run_dir: Path, model_name: str, tracking_run_id: str | None
         "privacy": _privacy(summary),
         "fairness": _fairness(run_dir),
         "data_fingerprints": _fingerprints(run_dir, summary),
+        # summary.json does not record the training software, so these are the versions where the
+        # card is written (the registering machine); the consortium runs one release everywhere.
         "software": {"python": platform.python_version(), **{p: _version(p) for p in SOFTWARE}},
+        "software_recorded": "at registration, on the registering machine",
     }
 
 
@@ -286,7 +289,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += [
         "",
         "## Software",
-        ", ".join(f"{name} {version}" for name, version in card["software"].items()),
+        ", ".join(f"{name} {version}" for name, version in card["software"].items())
+        + f" (recorded {card.get('software_recorded', 'when the card was written')})",
         "",
         "The weights, this card and its JSON form are signed by the consortium model-signing key "
         "(model-signature.json); `cmrfl registry pull` refuses a model whose signature does not verify.",
