@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CLIENTAPP_MESSAGE = "occurred. Message: "  # how Flower wraps a ClientApp's exception
@@ -32,9 +34,25 @@ def failure(node_id: int, phase: str, reason: str, **where: Any) -> dict[str, An
     return {"node_id": node_id, "phase": phase, **where, "reason": concise_reason(reason)}
 
 
-def failed_replies(replies: list[Message], phase: str) -> list[dict[str, Any]]:
+def replying_node(reply: Message, sent: Iterable[Message] = ()) -> int:
+    """The SuperNode a reply is about.
+
+    When a SuperNode goes offline (killed, network gone), the SuperLink answers in its
+    place: that error reply comes from the SuperLink's own node id, and the node it is
+    about is the destination of the message it replies to.
+    """
+    if reply.metadata.src_node_id != SUPERLINK_NODE_ID:
+        return reply.metadata.src_node_id
+    for message in sent:
+        if message.metadata.message_id == reply.metadata.reply_to_message_id:
+            return message.metadata.dst_node_id
+    return reply.metadata.src_node_id
+
+
+def failed_replies(replies: list[Message], phase: str, sent: Iterable[Message] = ()) -> list[dict[str, Any]]:
+    sent = list(sent)
     return [
-        failure(reply.metadata.src_node_id, phase, reply.error.reason)
+        failure(replying_node(reply, sent), phase, reply.error.reason)
         for reply in replies
         if reply.has_error()
     ]

@@ -125,6 +125,7 @@ def run_federation(
         composed.client_dp.restore(history)  # the accountant's state is the history
 
     strategy = composed.strategy
+    sites_by_node: dict[int, str] = {}  # from replies: names a site that drops out later
     for server_round in range(first_round, config.num_server_rounds + 1):
         started = time.monotonic()
         train_config = train_config_for(config, server_round)
@@ -145,7 +146,9 @@ def run_federation(
             accepted, train_failures = secure.replies, secure.failures
         else:
             replies = list(grid.send_and_receive(instructions, timeout=config.round_timeout_s))
-            accepted, train_failures = screen_updates(server_round, replies, arrays, privacy.max_update_norm)
+            accepted, train_failures = screen_updates(
+                server_round, replies, arrays, privacy.max_update_norm, sent=instructions
+            )
         aggregated, train_metrics = strategy.aggregate_train(
             server_round, weighted_for(composed, accepted)
         )
@@ -155,17 +158,14 @@ def run_federation(
                 f"{len(instructions)} sampled sites{_why_no_aggregate(composed, accepted, train_failures)}"
             )
         arrays = aggregated
-        evaluate_replies = list(
-            grid.send_and_receive(
-                strategy.configure_evaluate(
-                    server_round, arrays, evaluate_config_for(config, server_round), grid
-                ),
-                timeout=config.round_timeout_s,
-            )
+        evaluate_instructions = list(
+            strategy.configure_evaluate(server_round, arrays, evaluate_config_for(config, server_round), grid)
         )
+        evaluate_replies = list(grid.send_and_receive(evaluate_instructions, timeout=config.round_timeout_s))
         evaluate_metrics = strategy.aggregate_evaluate(
             server_round, weighted_for(composed, evaluate_replies)
         )
+        sites_by_node |= nodes_to_sites([*accepted, *evaluate_replies])
         entry = {
             "round": server_round,
             "seconds": round(time.monotonic() - started, 3),
@@ -177,7 +177,10 @@ def run_federation(
                 "global": means_from_sums(dict(evaluate_metrics or {})),
                 "sites": site_metrics(evaluate_replies),
             },
-            "failures": train_failures + failed_replies(evaluate_replies, phase="evaluate"),
+            "failures": with_site_names(
+                train_failures + failed_replies(evaluate_replies, phase="evaluate", sent=evaluate_instructions),
+                sites_by_node,
+            ),
         }
         if privacy.secure_aggregation.enabled:
             entry["secure_aggregation"] = {"sites": len(accepted), "sampled": len(instructions)}
@@ -231,14 +234,18 @@ def fingerprint_settings(config: FederationConfig, composed: ComposedStrategy) -
 
 
 def screen_updates(
-    server_round: int, replies: list[Message], arrays: ArrayRecord, max_update_norm: float
+    server_round: int,
+    replies: list[Message],
+    arrays: ArrayRecord,
+    max_update_norm: float,
+    sent: Iterable[Message] = (),
 ) -> tuple[list[Message], list[dict[str, Any]]]:
     """Plain aggregation: the server's update guard. Returns (accepted, failures)."""
     received = {name: array.numpy() for name, array in arrays.items()}
     accepted, failures = [], []
     for reply in replies:
         if reply.has_error():
-            failures.extend(failed_replies([reply], phase="train"))
+            failures.extend(failed_replies([reply], phase="train", sent=sent))
             continue
         site_id = _site_of(reply)
         try:
@@ -350,6 +357,23 @@ def _why_no_aggregate(
         f"node {f['node_id']}{' at ' + f['stage'] if 'stage' in f else ''}: {f['reason']}" for f in failures
     ]
     return f" ({'; '.join(reasons)})" if reasons else " (no replies)"
+
+
+def nodes_to_sites(replies: Iterable[Message]) -> dict[int, str]:
+    """Which site each SuperNode serves, from the replies that name their site."""
+    return {
+        reply.metadata.src_node_id: str(reply.content[SITE_RECORD]["site-id"])
+        for reply in replies
+        if not reply.has_error() and SITE_RECORD in reply.content
+    }
+
+
+def with_site_names(failures: list[dict[str, Any]], sites_by_node: dict[int, str]) -> list[dict[str, Any]]:
+    """A node that died sends no name: take it from what the node said in earlier replies."""
+    return [
+        {**f, "site": sites_by_node[f["node_id"]]} if "site" not in f and f["node_id"] in sites_by_node else f
+        for f in failures
+    ]
 
 
 def _site_of(reply: Message) -> str:

@@ -53,7 +53,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid
 
 from privacy.settings import SecureAggregationSettings
-from server.failures import failure
+from server.failures import failure, replying_node
 
 log = logging.getLogger("cmrfl.server")
 
@@ -192,6 +192,7 @@ class _SampledSites(LegacyStrategy):
 class _StageExchange:
     sent_to: list[int]
     replies: list[Message]
+    sent: list[Message] = field(default_factory=list)  # to name a node the SuperLink answered for
 
 
 class _RecordingGrid:
@@ -204,7 +205,7 @@ class _RecordingGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        self.stages.append(_StageExchange([m.metadata.dst_node_id for m in messages], replies))
+        self.stages.append(_StageExchange([m.metadata.dst_node_id for m in messages], replies, messages))
         return replies
 
     def __getattr__(self, name: str) -> Any:
@@ -219,9 +220,10 @@ class _RecordingGrid:
         for name, exchange in zip(STAGES, self.stages, strict=False):  # fewer if halted
             answered = set()
             for reply in exchange.replies:
-                answered.add(reply.metadata.src_node_id)
+                node_id = replying_node(reply, exchange.sent)
+                answered.add(node_id)
                 if reply.has_error():
-                    failures.append(failure(reply.metadata.src_node_id, "train", reply.error.reason, stage=name))
+                    failures.append(failure(node_id, "train", reply.error.reason, stage=name))
             for node_id in exchange.sent_to:
                 if node_id not in answered:
                     failures.append(failure(node_id, "train", "no reply before the timeout", stage=name))
