@@ -75,6 +75,8 @@ def cmrfl_invocations(script: str) -> list[list[str]]:
     invocations = []
     for line in script.replace("\\\n", " ").replace("$$", "$").splitlines():
         for segment in re.split(r"\$\(|\)|;|\|\||&&|\|", line):
+            if "cmrfl" not in segment:
+                continue  # e.g. a piece of `until [ "$(grep … | wc -l)" … ]`, cut mid-quote
             words = shlex.split(segment, comments=True)
             start = _command_start(words)
             if start is None:
@@ -200,6 +202,14 @@ def test_compose_sites_publish_nothing_and_reach_only_the_consortium(compose: di
         members = {n for n, s in services.items() if network in s.get("networks", [])}
         assert members == {site, "superlink", "registry"}, f"{COMPOSE}: {network} joins {sorted(members)}"
         assert services[site]["volumes"] == [f"{site}:/site"], f"{COMPOSE}: {site} sees more than its own folder"
+
+
+def test_compose_registry_answers_to_its_service_name(compose: dict) -> None:
+    # MLflow refuses (403) a Host header it does not know, e.g. "registry:5000" from a site.
+    registry = compose["services"]["registry"]
+    allowed = registry["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    port = registry["command"][registry["command"].index("--port") + 1]
+    assert {"registry", f"registry:{port}"} <= set(allowed)
 
 
 def _compose_cmrfl_commands(compose: dict) -> list[tuple[str, list[str]]]:
@@ -334,6 +344,8 @@ def test_kubernetes_superlink_keeps_its_database_and_takes_tls_from_a_secret() -
     assert [p["port"] for p in service["ports"]] == [port]
     registry = documents[("Deployment", "cmrfl-registry")]["spec"]["template"]["spec"]
     parse_cmrfl(registry["containers"][0]["args"], "kubernetes Deployment cmrfl-registry")
+    environment = {e["name"]: e.get("value") for e in registry["containers"][0]["env"]}
+    assert "cmrfl-registry:5000" in environment["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     claim = next(v for v in registry["volumes"] if v["name"] == "data")["persistentVolumeClaim"]["claimName"]
     assert ("PersistentVolumeClaim", claim) in documents
     assert ("NetworkPolicy", "default-deny-ingress") in documents

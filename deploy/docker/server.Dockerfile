@@ -14,7 +14,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/cmrfl/venv
 ENV PATH=/opt/cmrfl/venv/bin:$PATH
 # torch first, from its own index, so the project's `torch>=…` is already met and pip
-# never pulls a CUDA build (same approach as scripts/bootstrap.sh).
+# never pulls a CUDA build (same approach as scripts/bootstrap.sh); TORCH_SPEC pins it.
+# hadolint ignore=DL3013
 RUN pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
 WORKDIR /opt/cmrfl/src
 COPY pyproject.toml README.md ./
@@ -39,7 +40,7 @@ ENV PATH=/opt/cmrfl/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cmrfl --shell /usr/sbin/nologin cmrfl \
  && mkdir -p /pki /pki-public /state /registry \
  && chown cmrfl:cmrfl /pki /pki-public /state /registry
-USER cmrfl
+USER 10001:10001
 # /state: the SuperLink's database (superlink.sqlite) and, as the ServerApp's working
 # directory, its run outputs and per-round checkpoints (run config run-dir, default
 # runs/latest), so a restarted SuperLink resumes from the last completed round.

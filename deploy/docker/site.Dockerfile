@@ -19,7 +19,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/cmrfl/venv
 ENV PATH=/opt/cmrfl/venv/bin:$PATH
-# torch first, from the chosen index, so the project's `torch>=…` is already met.
+# torch first, from the chosen index, so the project's `torch>=…` is already met;
+# TORCH_SPEC pins it.
+# hadolint ignore=DL3013
 RUN pip install "${TORCH_SPEC}" --index-url "${TORCH_INDEX}"
 WORKDIR /opt/cmrfl/src
 COPY pyproject.toml README.md ./
@@ -41,7 +43,7 @@ ENV PATH=/opt/cmrfl/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cmrfl --shell /usr/sbin/nologin cmrfl \
  && mkdir -p /site /data /outbox \
  && chown cmrfl:cmrfl /site /data /outbox
-USER cmrfl
+USER 10001:10001
 WORKDIR /site
 # /site: site.toml, keys/, trust/, the de-identified case store, the privacy ledger,
 # pulled models: everything that must survive an upgrade. Mount points, not volumes:
