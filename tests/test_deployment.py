@@ -273,6 +273,16 @@ def _diagnostics(federation, completed=None) -> str:
     return "\n".join(parts)
 
 
+def _end_submission(process) -> None:
+    """A submission still running after a failed check: end it with its flwr child."""
+    import os
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _nan_as_null(value):
     import math
 
@@ -395,8 +405,7 @@ def test_a_supernode_killed_mid_round_the_run_completes_and_the_summary_names_it
         federation.kill(dropped_process)
         stdout, stderr = submission.communicate(timeout=300)
     finally:
-        if submission.poll() is None:
-            submission.kill()
+        _end_submission(submission)
         federation.start_supernode(2)  # the next test has all three sites again
     assert submission.returncode == 0, stdout[-3000:] + stderr[-2000:] + _diagnostics(federation)
     first, entry = _summary(run_dir)["rounds_detail"]
@@ -421,8 +430,7 @@ def test_superlink_killed_and_restarted_resumes_from_the_last_completed_round(fe
         federation.kill("superlink")  # with its ServerApp: the consortium server crashed
         first.communicate(timeout=60)
     finally:
-        if first.poll() is None:
-            first.kill()
+        _end_submission(first)
     assert first.returncode != 0  # the submission saw the run fail
     assert not (run_dir / "summary.json").exists() and _completed_round(run_dir) == 1
     round_one = (run_dir / "checkpoints" / "round-0001.npz").read_bytes()
