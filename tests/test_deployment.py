@@ -447,3 +447,34 @@ def test_superlink_killed_and_restarted_resumes_from_the_last_completed_round(fe
     # round 1 as completed before the crash, not retrained (summary.json writes NaN as null)
     assert summary["rounds_detail"][0] == _nan_as_null(kept)
     assert (run_dir / "checkpoints" / "round-0001.npz").read_bytes() == round_one
+
+
+# --- who dropped out ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def serverapp_identity(monkeypatch: pytest.MonkeyPatch):
+    """Messages are built inside a ServerApp process, which Flower identifies by run and task."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)  # the SuperLink's node id
+
+
+def test_a_failure_the_superlink_reports_for_an_offline_node_names_that_node(serverapp_identity):
+    from flwr.app import Message, RecordDict
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    from server.failures import failed_replies
+
+    sent = []
+    for node_id in (11, 22):
+        message = Message(RecordDict(), dst_node_id=node_id, message_type="train")
+        message.metadata.__dict__["_message_id"] = message.object_id  # as the grid does when pushing
+        sent.append(message)
+    # What Flower's SuperLink itself writes when node 22 stops sending heartbeats:
+    reply = create_message_error_unavailable_res_message(sent[1].metadata, "node_unavail")
+    assert reply.metadata.src_node_id != 22  # the SuperLink's own id
+    (failure,) = failed_replies([reply], "train", sent=sent)
+    assert failure["node_id"] == 22 and "Node Unavailable" in failure["reason"]
