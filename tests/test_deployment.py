@@ -189,6 +189,16 @@ def test_site_check_without_a_case_store_says_to_ingest(pki_dir: Path, tmp_path:
     assert "problem case store" in result.output and "cmrfl site ingest" in result.output
 
 
+def test_join_and_server_start_say_what_is_missing_instead_of_starting_flower(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from cmrfl.cli import app
+
+    join = CliRunner().invoke(app, ["site", "join", "--site-dir", str(tmp_path)])
+    assert join.exit_code == 2 and "site.toml: not found" in join.output and "cmrfl site init" in join.output
+    start = CliRunner().invoke(app, ["server", "start", "--pki", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "state")])
+    assert start.exit_code == 2 and "ca.pem: missing" in start.output and "cmrfl pki init" in start.output
+
 # --- a real federation on loopback: TLS + SuperNode authentication ----------------------
 
 FAST_RUN = {"max-local-steps": 1, "batch-size": 4, "local-epochs": 1, "fairness-suppression-threshold": 2}
