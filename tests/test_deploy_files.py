@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -409,9 +410,9 @@ def test_site_env_example_sets_what_the_units_read() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     # The units name /opt/cmrfl/venv/bin/cmrfl; point them at this environment's cmrfl,
-    # which systemd-analyze requires to exist.
-    cmrfl = shutil.which("cmrfl")
-    assert cmrfl, "cmrfl is not on PATH"
+    # which systemd-analyze requires to exist (next to the interpreter: the venv need not be on PATH).
+    cmrfl = str(Path(sys.executable).with_name("cmrfl"))
+    assert Path(cmrfl).exists(), f"{cmrfl} is not installed"
     instances = []
     for template in sorted(SYSTEMD.glob("*@.*")):
         instance = tmp_path / template.name.replace("@.", "@hospital-a.")
