@@ -98,6 +98,13 @@ def initial_arrays(config: FederationConfig) -> ArrayRecord:
     return ArrayRecord(get_task(config.task).build_model().state_dict())
 
 
+def wait_for_sites(grid: Grid, min_available: int, poll_s: float = 1.0) -> None:
+    """Block until at least ``min_available`` SuperNodes are connected (as Flower's sampling does)."""
+    while (connected := len(list(grid.get_node_ids()))) < min_available:
+        log.info("waiting for sites to connect: %d connected, %d required", connected, min_available)
+        time.sleep(poll_s)
+
+
 def run_federation(
     grid: Grid,
     config: FederationConfig,
@@ -131,6 +138,9 @@ def run_federation(
         train_config = train_config_for(config, server_round)
         for key, value in site_instructions(privacy).items():
             train_config[key] = value
+        # Flower's strategies size the sample from the sites connected *before* they wait for
+        # min-available-sites, so a round started while a site is still connecting leaves it out.
+        wait_for_sites(grid, config.min_available_sites)
         instructions = list(strategy.configure_train(server_round, arrays, train_config, grid))
         clipping_norm = composed.client_dp.clipping_norm if composed.client_dp else None
         if privacy.secure_aggregation.enabled:
