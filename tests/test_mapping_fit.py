@@ -157,3 +157,104 @@ def test_ecv_refuses_a_bad_haematocrit_and_swapped_series():
         ecv_map(np.array([1000.0]), np.array([600.0]), 1600.0, 400.0, 42.0)
     with pytest.raises(ValueError, match="swapped"):
         ecv_map(np.array([600.0]), np.array([1000.0]), 400.0, 1600.0, 0.42)
+
+
+# --- DICOM source series -----------------------------------------------------------------
+
+import pydicom  # noqa: E402
+
+from cmr.mapping_series import MappingSeriesError, read_mapping_series  # noqa: E402
+from cmr.phantom.mapping_dicom import STORED_GAIN, write_mapping_series  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dicom_case():
+    return simulate_mapping_case(11, noise=0.005, shape=(64, 64))
+
+
+def test_molli_dicom_carries_each_frames_inversion_time_in_acquisition_order(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path, "molli_native")
+    written = [float(pydicom.dcmread(path).InversionTime) for path in paths]
+    assert written == dicom_case.inversion_times_native_ms.tolist()
+    header = pydicom.dcmread(paths[0])
+    assert header.ImageComments == "TI 120" and header.PatientSex == "F" and header.Manufacturer
+
+
+def test_unordered_frames_are_read_sorted_by_inversion_time_with_the_right_pixels(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path / "in", "molli_native")
+    shuffled = tmp_path / "shuffled"
+    shuffled.mkdir()
+    for k, path in zip(np.random.default_rng(0).permutation(len(paths)), paths):
+        path.rename(shuffled / f"x{k:02d}.dcm")
+    series = read_mapping_series(shuffled, "t1")
+    order = np.argsort(dicom_case.inversion_times_native_ms)
+    assert series.times_ms.tolist() == sorted(dicom_case.inversion_times_native_ms.tolist())
+    np.testing.assert_allclose(series.frames / STORED_GAIN, dicom_case.molli_native[order], atol=0.5 / STORED_GAIN + 1e-6)
+    fit = fit_t1(series.frames, series.times_ms)
+    direct = fit_t1(dicom_case.molli_native, dicom_case.inversion_times_native_ms)
+    region = _inner_remote_myocardium(dicom_case)
+    assert np.nanmedian(fit.t1_ms[region]) == pytest.approx(np.nanmedian(direct.t1_ms[region]), rel=0.01)
+
+
+def test_series_geometry_matches_the_phantoms(tmp_path, dicom_case):
+    write_mapping_series(dicom_case, tmp_path, "t2prep")
+    series = read_mapping_series(tmp_path, "t2")
+    assert series.times_ms.tolist() == [0.0, 25.0, 55.0]
+    np.testing.assert_allclose(series.affine_ras(), dicom_case.geometry.affine_ras(), atol=1e-3)
+
+
+def test_t2_duration_falls_back_to_echo_time(tmp_path, dicom_case):
+    for path in write_mapping_series(dicom_case, tmp_path, "t2prep"):
+        dataset = pydicom.dcmread(path)
+        del dataset.ImageComments
+        dataset.save_as(path)
+    assert read_mapping_series(tmp_path, "t2").times_ms.tolist() == [0.0, 25.0, 55.0]
+
+
+def test_a_missing_inversion_time_is_refused_naming_the_file(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path, "molli_native")
+    dataset = pydicom.dcmread(paths[3])
+    del dataset.InversionTime
+    dataset.save_as(paths[3])
+    with pytest.raises(MappingSeriesError, match=r"IM_0004\.dcm: no InversionTime"):
+        read_mapping_series(tmp_path, "t1")
+
+
+def test_a_non_numeric_inversion_time_is_refused(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path, "molli_native")
+    dataset = pydicom.dcmread(paths[1])
+    dataset["InversionTime"].VR = "LO"
+    dataset.InversionTime = "n/a"
+    dataset.save_as(paths[1])
+    with pytest.raises(MappingSeriesError, match=r"IM_0002\.dcm: InversionTime 'n/a' is not a positive number"):
+        read_mapping_series(tmp_path, "t1")
+
+
+def test_duplicate_inversion_times_are_refused(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path, "molli_native")
+    dataset = pydicom.dcmread(paths[2])
+    dataset.InversionTime = "120"
+    dataset.save_as(paths[2])
+    with pytest.raises(MappingSeriesError, match="InversionTime 120 ms duplicates"):
+        read_mapping_series(tmp_path, "t1")
+
+
+def test_frames_at_another_slice_position_are_refused(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path, "molli_native")
+    dataset = pydicom.dcmread(paths[5])
+    position = [float(v) for v in dataset.ImagePositionPatient]
+    dataset.ImagePositionPatient = [position[0] + 8.0, position[1], position[2]]
+    dataset.save_as(paths[5])
+    with pytest.raises(MappingSeriesError, match=r"IM_0006\.dcm: geometry differs"):
+        read_mapping_series(tmp_path, "t1")
+
+
+def test_too_few_frames_and_non_dicom_files_are_refused(tmp_path, dicom_case):
+    paths = write_mapping_series(dicom_case, tmp_path / "few", "molli_native")
+    for path in paths[3:]:
+        path.unlink()
+    with pytest.raises(MappingSeriesError, match="3 frame.*at least 4"):
+        read_mapping_series(tmp_path / "few", "t1")
+    (tmp_path / "few" / "notes.txt").write_text("not an image")
+    with pytest.raises(MappingSeriesError, match=r"notes\.txt: not a DICOM file"):
+        read_mapping_series(tmp_path / "few", "t1")

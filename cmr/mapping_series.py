@@ -1,0 +1,178 @@
+"""Read the source images of a T1 (MOLLI) or T2 (T2-prep) map from a DICOM folder.
+
+Every file in the folder (any nesting) must be one frame of one series at one
+slice position. Frames are returned sorted by their time: ``InversionTime`` for
+T1; for T2 the prep duration from ``ImageComments`` (``T2prep 25 ms``) or else
+``EchoTime``. Anything that would make a map wrong is refused with
+``MappingSeriesError`` naming the file and the problem: a file that is not
+DICOM, a missing, non-numeric or duplicated time, frames of different series,
+size, orientation, position or spacing, or too few frames.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from cmr.dicom_series import find_files
+from cmr.geometry import StackGeometry
+
+MIN_FRAMES = {"t1": 4, "t2": 2}  # a three-parameter fit needs 4; a mono-exponential 2
+_T2PREP_COMMENT = re.compile(r"T2\s*-?\s*prep(?:aration)?(?:\s*duration)?\s*[=:]?\s*(-?\d+(?:\.\d+)?)\s*(?:ms)?", re.I)
+_GEOMETRY_TOLERANCE = 1e-3
+
+
+class MappingSeriesError(Exception):
+    """The folder cannot be read as one mapping series; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class MappingSeries:
+    frames: np.ndarray  # float32 (frames, rows, cols), rescaled values, sorted by time
+    times_ms: np.ndarray  # inversion times (t1) or T2-prep durations (t2), ascending
+    kind: str  # "t1" or "t2"
+    geometry: StackGeometry  # of the one slice (slice_step: normal × slice thickness)
+    files: tuple[Path, ...]  # in the order of ``frames``
+    series_instance_uid: str
+    heart_rate_bpm: float | None
+
+    def affine_ras(self) -> np.ndarray:
+        """NIfTI affine of a ``[column, row, 1]`` map of this slice."""
+        return self.geometry.affine_ras()
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _frame_time(dataset: pydicom.Dataset, kind: str, where: str) -> float:
+    if kind == "t1":
+        if "InversionTime" not in dataset or dataset.InversionTime in (None, ""):
+            raise MappingSeriesError(f"{where}: no InversionTime (0018,0082); a MOLLI frame needs its inversion time")
+        value = _number(dataset.InversionTime)
+        if value is None or value <= 0:
+            raise MappingSeriesError(f"{where}: InversionTime {dataset.InversionTime!r} is not a positive number")
+        return value
+    comment = str(dataset.get("ImageComments", "") or "")
+    match = _T2PREP_COMMENT.search(comment)
+    if match:
+        value = _number(match.group(1))
+        source = f"ImageComments {comment!r}"
+    elif "EchoTime" in dataset and dataset.EchoTime not in (None, ""):
+        value = _number(dataset.EchoTime)
+        source = f"EchoTime {dataset.EchoTime!r}"
+    else:
+        raise MappingSeriesError(
+            f"{where}: no T2-prep duration (neither 'T2prep <ms> ms' in ImageComments nor EchoTime)"
+        )
+    if value is None or value < 0:
+        raise MappingSeriesError(f"{where}: T2-prep duration from {source} is not a number ≥ 0")
+    return value
+
+
+def _geometry_key(dataset: pydicom.Dataset, where: str) -> tuple:
+    try:
+        orientation = tuple(float(v) for v in dataset.ImageOrientationPatient)
+        position = tuple(float(v) for v in dataset.ImagePositionPatient)
+        spacing = tuple(float(v) for v in dataset.PixelSpacing)
+        size = (int(dataset.Rows), int(dataset.Columns))
+    except (AttributeError, TypeError, ValueError) as error:
+        raise MappingSeriesError(f"{where}: geometry tags missing or unreadable ({error})") from None
+    if len(orientation) != 6 or len(position) != 3 or len(spacing) != 2:
+        raise MappingSeriesError(f"{where}: ImageOrientationPatient/ImagePositionPatient/PixelSpacing malformed")
+    return size, orientation, position, spacing
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and all(
+        np.allclose(x, y, atol=_GEOMETRY_TOLERANCE * max(1.0, float(np.max(np.abs(x)))))
+        for x, y in zip(a[1:], b[1:])
+    )
+
+
+def read_mapping_series(series_dir: Path, kind: str) -> MappingSeries:
+    """Frames, times and geometry of the ``kind`` (``t1`` or ``t2``) series in ``series_dir``."""
+    if kind not in MIN_FRAMES:
+        raise ValueError(f"kind: expected 't1' or 't2', got {kind!r}")
+    series_dir = Path(series_dir)
+    if not series_dir.is_dir():
+        raise MappingSeriesError(f"{series_dir}: not a folder")
+    paths = find_files(series_dir)
+    if not paths:
+        raise MappingSeriesError(f"{series_dir}: holds no files")
+
+    records = []
+    for path in paths:
+        where = str(path)
+        try:
+            dataset = pydicom.dcmread(path)
+        except InvalidDicomError:
+            raise MappingSeriesError(f"{where}: not a DICOM file") from None
+        except Exception as error:  # noqa: BLE001 - any parse failure is a reason to refuse
+            raise MappingSeriesError(f"{where}: cannot be read ({type(error).__name__}: {error})") from None
+        if "PixelData" not in dataset:
+            raise MappingSeriesError(f"{where}: holds no image (no PixelData)")
+        if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
+            raise MappingSeriesError(f"{where}: is a multi-frame object; expected one image per file")
+        records.append((path, dataset, _frame_time(dataset, kind, where), _geometry_key(dataset, where)))
+
+    series_uids = {str(d.get("SeriesInstanceUID", "")) for _, d, _, _ in records}
+    if len(series_uids) > 1:
+        raise MappingSeriesError(f"{series_dir}: mixes {len(series_uids)} series (SeriesInstanceUID); give one series per folder")
+    reference_path, _, _, reference = records[0]
+    for path, _, _, key in records[1:]:
+        if not _same(key, reference):
+            raise MappingSeriesError(
+                f"{path}: geometry differs from {reference_path.name} (size {key[0]} vs {reference[0]},"
+                f" position {key[2]} vs {reference[2]}); all frames must share one slice"
+            )
+    seen: dict[float, Path] = {}
+    for path, _, time, _ in records:
+        if time in seen:
+            label = "InversionTime" if kind == "t1" else "T2-prep duration"
+            raise MappingSeriesError(f"{path}: {label} {time:g} ms duplicates that of {seen[time]}")
+        seen[time] = path
+    if len(records) < MIN_FRAMES[kind]:
+        raise MappingSeriesError(
+            f"{series_dir}: {len(records)} frame(s); a {kind.upper()} fit needs at least {MIN_FRAMES[kind]}"
+        )
+
+    records.sort(key=lambda record: record[2])
+    frames = []
+    for path, dataset, _, _ in records:
+        try:
+            pixels = dataset.pixel_array.astype(np.float32)
+        except Exception as error:  # noqa: BLE001
+            raise MappingSeriesError(f"{path}: pixel data cannot be decoded ({type(error).__name__}: {error})") from None
+        slope = _number(dataset.get("RescaleSlope", 1.0)) or 1.0
+        intercept = _number(dataset.get("RescaleIntercept", 0.0)) or 0.0
+        frames.append(pixels * slope + intercept)
+
+    (rows, columns), orientation, position, spacing = reference
+    first = records[0][1]
+    thickness = _number(first.get("SliceThickness")) or 1.0
+    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    geometry = StackGeometry(
+        image_orientation=orientation,  # type: ignore[arg-type]
+        first_position=position,  # type: ignore[arg-type]
+        pixel_spacing=spacing,  # type: ignore[arg-type]
+        slice_step=tuple(float(v) for v in thickness * normal / np.linalg.norm(normal)),  # type: ignore[arg-type]
+    )
+    return MappingSeries(
+        frames=np.stack(frames),
+        times_ms=np.asarray([record[2] for record in records], dtype=np.float64),
+        kind=kind,
+        geometry=geometry,
+        files=tuple(record[0] for record in records),
+        series_instance_uid=series_uids.pop(),
+        heart_rate_bpm=_number(first.get("HeartRate")),
+    )
