@@ -22,6 +22,9 @@ from cmrfl.cli_registry import predict, registry_app  # noqa: E402 - registry co
 
 app.add_typer(registry_app, name="registry")
 app.command("predict")(predict)
+from cmrfl.cli_mapping import map_app  # noqa: E402 - mapping commands live in their own module
+
+app.add_typer(map_app, name="map")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # soft wrap: a path in an error stays whole
 

@@ -28,8 +28,10 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRIm
 
 from cmr.phantom import knobs
 from cmr.phantom.dicom_writer import IMPLEMENTATION_VERSION_NAME, _ds
+from cmr.phantom.anatomy import TISSUE_TO_LABEL
 from cmr.phantom.identity import derive_uid
 from cmr.phantom.mapping import SLICE_THICKNESS_MM, MappingCase
+from cmr.phantom.mask_writer import write_mask
 from cmr.phantom.scanners import VENDOR_PROFILES
 
 SERIES_KINDS = ("molli_native", "molli_post", "t2prep")
@@ -118,6 +120,11 @@ def _base_dataset(case: MappingCase, kind: str) -> Dataset:
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     return ds
+
+
+def write_mapping_mask(case: MappingCase, path: Path) -> None:
+    """The slice's reference mask (cmr.labels values) as NIfTI on the series' grid."""
+    write_mask(Path(path), TISSUE_TO_LABEL[case.tissue][None], case.geometry)
 
 
 def write_mapping_series(case: MappingCase, out_dir: Path, kind: str) -> list[Path]:
