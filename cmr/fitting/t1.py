@@ -53,26 +53,46 @@ def _validate(series: np.ndarray, inversion_times_ms: np.ndarray) -> tuple[np.nd
     return series, times
 
 
-def _grid_search(magnitude: np.ndarray, times: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best (null index, grid index) per pixel; ``magnitude`` is (frames, pixels), TI-sorted."""
+def _grid_search(
+    magnitude: np.ndarray, times: np.ndarray, grid: np.ndarray, all_polarities: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best (null index, grid index) per pixel; ``magnitude`` is (frames, pixels), TI-sorted.
+
+    Null index ``p``: the first ``p`` frames are negative. Unless ``all_polarities``,
+    only placements within one frame of the darkest frame are tried for each pixel
+    (MOLLI's TIs come in near pairs, so noise can make either of two frames near the
+    null the darkest).
+    """
     n = times.size
-    signs = np.where(np.arange(n)[None, :] < np.arange(n + 1)[:, None], -1.0, 1.0)  # (n+1, n)
-    bases = []
-    for t1_star in grid:
-        design = np.stack([np.ones(n), -np.exp(-times / t1_star)], axis=1)
-        q, _ = np.linalg.qr(design)  # (n, 2)
-        bases.append(q.T)
-    basis = np.asarray(bases)  # (G, 2, n)
-    # Rows: (polarity, grid, component); applying the signs to the basis, not the data.
-    operator = (basis[None, :, :, :] * signs[:, None, None, :]).reshape(-1, n)
-    best_polarity = np.empty(magnitude.shape[1], dtype=np.int64)
-    best_grid = np.empty(magnitude.shape[1], dtype=np.int64)
-    for start in range(0, magnitude.shape[1], _CHUNK):
-        block = magnitude[:, start:start + _CHUNK]
-        projected = (operator @ block).reshape(n + 1, grid.size, 2, -1)
-        explained = (projected**2).sum(axis=2).reshape((n + 1) * grid.size, -1)
-        best = explained.argmax(axis=0)  # least residual = most explained energy
-        best_polarity[start:start + _CHUNK], best_grid[start:start + _CHUNK] = np.divmod(best, grid.size)
+    basis = np.empty((grid.size, 2, n), dtype=np.float32)
+    for index, t1_star in enumerate(grid):
+        q, _ = np.linalg.qr(np.stack([np.ones(n), -np.exp(-times / t1_star)], axis=1))
+        basis[index] = q.T
+    basis = basis.reshape(-1, n)
+    darkest = magnitude.argmin(axis=0)
+    best_explained = np.full(magnitude.shape[1], -np.inf, dtype=np.float32)
+    best_polarity = np.zeros(magnitude.shape[1], dtype=np.int64)
+    best_grid = np.zeros(magnitude.shape[1], dtype=np.int64)
+    values = magnitude.astype(np.float32)
+    for null_index in range(n + 1):
+        pixels = np.arange(values.shape[1]) if all_polarities else np.flatnonzero(
+            np.abs(darkest + 0.5 - null_index) <= 1.5
+        )
+        if pixels.size == 0:
+            continue
+        signs = np.where(np.arange(n) < null_index, -1.0, 1.0).astype(np.float32)
+        operator = basis * signs[None, :]  # signs on the basis, not on the data
+        for start in range(0, pixels.size, _CHUNK):
+            chosen = pixels[start:start + _CHUNK]
+            # einsum, not @: BLAS threads on small inner dimensions stall on busy machines
+            projected = np.einsum("gk,kp->gp", operator, values[:, chosen]).reshape(grid.size, 2, -1)
+            explained = (projected * projected).sum(axis=1)  # (grid, pixels): least residual = most explained
+            index = explained.argmax(axis=0)
+            top = explained[index, np.arange(chosen.size)]
+            better = top > best_explained[chosen]
+            best_explained[chosen[better]] = top[better]
+            best_polarity[chosen[better]] = null_index
+            best_grid[chosen[better]] = index[better]
     return best_polarity, best_grid
 
 
@@ -129,12 +149,15 @@ def fit_t1(
     magnitude: bool = True,
     grid_points: int = GRID_POINTS,
     gauss_newton_steps: int = GAUSS_NEWTON_STEPS,
+    all_polarities: bool = False,
 ) -> T1Fit:
     """Fit every pixel of ``series`` (frames first, any order of TIs).
 
     ``magnitude=True`` restores polarity; with ``False`` the series is taken as
     signed (phase-sensitive) data. ``mask`` limits the work to its pixels
     (others come back NaN). ``look_locker=False`` reports T1* as T1.
+    ``all_polarities`` tries every null position instead of those within one
+    frame of the darkest frame (slower).
     """
     series, times = _validate(series, inversion_times_ms)
     spatial = series.shape[1:]
@@ -149,7 +172,7 @@ def fit_t1(
 
     if magnitude:
         values = np.abs(values)
-        null_index, grid_index = _grid_search(values, times, grid)
+        null_index, grid_index = _grid_search(values, times, grid, all_polarities)
         signs = np.where(np.arange(times.size)[:, None] < null_index[None, :], -1.0, 1.0)
         signed = values * signs
     else:
@@ -174,9 +197,10 @@ def fit_t1(
     a, b = _linear_ab(signed, times, t1_star)
     a, b, t1_star, cost = _gauss_newton(signed, times, a, b, t1_star, gauss_newton_steps)
 
-    t1 = t1_star * (b / a - 1.0) if look_locker else t1_star
-    total = ((signed - signed.mean(axis=0)) ** 2).sum(axis=0)
-    r_squared = 1.0 - cost / np.where(total > 0, total, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a = 0 where a pixel holds no signal
+        t1 = t1_star * (b / a - 1.0) if look_locker else t1_star
+        total = ((signed - signed.mean(axis=0)) ** 2).sum(axis=0)
+        r_squared = 1.0 - cost / np.where(total > 0, total, np.nan)
     valid = np.isfinite(t1) & (a > 0) & (b > a) & (t1 > 0) & (t1 < 1e4)
 
     def full(values_selected: np.ndarray, fill: float = np.nan, dtype=np.float64) -> np.ndarray:
@@ -200,6 +224,6 @@ def _grid_search_signed(signed: np.ndarray, times: np.ndarray, grid: np.ndarray)
     operator = np.asarray(bases).reshape(-1, times.size)
     best = np.empty(signed.shape[1], dtype=np.int64)
     for start in range(0, signed.shape[1], _CHUNK):
-        projected = (operator @ signed[:, start:start + _CHUNK]).reshape(grid.size, 2, -1)
+        projected = np.einsum("gk,kp->gp", operator, signed[:, start:start + _CHUNK]).reshape(grid.size, 2, -1)
         best[start:start + _CHUNK] = (projected**2).sum(axis=1).argmax(axis=0)
     return best
