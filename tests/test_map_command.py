@@ -130,3 +130,10 @@ def test_network_method_needs_a_model_and_maps_only_t1(written, tmp_path):
     result = runner.invoke(app, ["map", "t1", str(root / "molli_native"), "--out", str(tmp_path / "x.nii.gz"),
                                  "--method", "network", "--model", str(tmp_path / "missing.pt")])
     assert result.exit_code == 2 and "missing.pt" in result.output
+
+
+def test_an_output_that_is_not_nifti_is_refused_before_writing(written, tmp_path):
+    _, root = written
+    result = runner.invoke(app, ["map", "t2", str(root / "t2prep"), "--out", str(tmp_path / "t2.png")])
+    assert result.exit_code == 2 and "name it .nii.gz" in result.output
+    assert not (tmp_path / "t2.png").exists()
