@@ -47,6 +47,7 @@ from rich.text import Text
 from cmr.deid import case_id_for, deidentify, load_or_create_salt
 from cmr.dicom_series import DicomSeries, Rejection, SeriesDecodeError, scan_dicom_folder
 from cmr.manifest import Manifest, ManifestRow, match_rows, read_manifest
+from cmr.ingest_mapping import find_t1_mapping_series, ingest_t1_mapping_series, without_stack_rejections
 from cmr.masks import MASK_SUFFIXES, MaskMismatch, default_mask_path, load_mask
 from cmr.normalise import subgroup_attributes
 from cmr.store import CaseStore
@@ -271,8 +272,11 @@ def ingest_site(
 
     scan = scan_dicom_folder(dicom_dir, exclude=exclude, on_file_read=files_read)
     report.files_seen, report.series_found = scan.files_seen, scan.series_found
-    report.rejections.extend(scan.rejections)
-    rows = match_rows(parsed_manifest, scan.series) if manifest is not None else {}
+    # T1-mapping (MOLLI) series are frames at one position, which the stack reader refuses:
+    # they are read by cmr.ingest_mapping instead, and the stack reader's refusal is dropped.
+    mapping_series = find_t1_mapping_series(dicom_dir, exclude)
+    report.rejections.extend(without_stack_rejections(scan.rejections, mapping_series))
+    rows = match_rows(parsed_manifest, [*scan.series, *mapping_series]) if manifest is not None else {}
 
     run = _Ingest(site_dir, labels_dir, salt, report)
     done, total = files_total, files_total + sum(len(s.slices) for s in scan.series)
@@ -285,6 +289,12 @@ def ingest_site(
         done += len(series.slices)
         if on_progress is not None:
             on_progress(done, total)
+    for found in mapping_series:
+        try:
+            ingest_t1_mapping_series(run, found, rows.get(found.series_instance_uid), parsed_manifest.name)
+        except Exception as error:  # noqa: BLE001 - one bad series never stops the rest
+            log.exception("unexpected failure ingesting the T1-mapping series in %s", found.relative_folder)
+            run.reject("series", found.relative_folder, f"T1-mapping series not ingested ({type(error).__name__}: {error})")
     run.report_unused_label_files()
     report.rejections.extend(parsed_manifest.problems)
 

@@ -10,9 +10,10 @@ relative to the labels folder. A row names its series by ``series_instance_uid``
 ``patient_id`` alone when that patient has exactly one usable series.
 
 What is kept: the override columns (normalised into SubgroupAttributes) and the case
-labels in CASE_LABEL_COLUMNS (``scar_type``). Identifiers are used only to match rows
-to series and are never stored; height and weight are part of the format but are not
-stored (nothing uses them, and they add to re-identification risk). Other columns are
+labels in CASE_LABEL_COLUMNS (``scar_type``; for T1-mapping series ``haematocrit`` and
+``contrast``). Identifiers are used only to match rows to series and are never stored;
+height and weight are part of the format but are not stored (nothing uses them, and
+they add to re-identification risk). Other columns are
 ignored, and the report says so, so that a hospital's extra column (say, a medical
 record number) can never leak into the store.
 """
@@ -28,7 +29,7 @@ from cmr.dicom_series import DicomSeries, Rejection
 from cmr.normalise import OVERRIDE_COLUMNS
 
 IDENTIFIER_COLUMNS = ("patient_id", "series_instance_uid")
-CASE_LABEL_COLUMNS = ("scar_type",)
+CASE_LABEL_COLUMNS = ("scar_type", "haematocrit", "contrast")  # the last two: T1-mapping series (cmr.ingest_mapping)
 NOT_STORED_COLUMNS = ("height_cm", "weight_kg")
 KNOWN_COLUMNS = (*IDENTIFIER_COLUMNS, "mask_file", *OVERRIDE_COLUMNS, *CASE_LABEL_COLUMNS, *NOT_STORED_COLUMNS)
 

@@ -3,7 +3,9 @@
 Layout under ``SITE_DIR/store``::
 
     index.sqlite        one row per case (the index; SQLite so a site can query it)
-    cases/<case_id>.npz image float32 [slice,row,col], mask uint8 (optional)
+    cases/<case_id>.npz image float32 [slice,row,col], mask uint8 (optional),
+                        and any further named arrays a task needs (optional;
+                        e.g. a mapping series' inversion times and reference map)
 
 ``case_id`` is a salted hash of the hospital's identifiers (``cmr.deid``); nothing
 in the store can be traced back without the site's salt, which never leaves the
@@ -68,13 +70,23 @@ class StoredCase:
     entry: CaseEntry
     image: np.ndarray  # float32 [slice, row, column]
     mask: np.ndarray | None  # uint8 [slice, row, column], cmr.labels convention
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # further named arrays (put's extra_arrays)
 
 
-def content_sha256(image: np.ndarray, mask: np.ndarray | None) -> str:
+_RESERVED_ARRAY_NAMES = ("image", "mask")
+
+
+def content_sha256(
+    image: np.ndarray, mask: np.ndarray | None, extra_arrays: dict[str, np.ndarray] | None = None
+) -> str:
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
     if mask is not None:
         digest.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    for name in sorted(extra_arrays or {}):  # none for image-and-mask cases: their hash is unchanged
+        array = np.ascontiguousarray(extra_arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -102,8 +114,13 @@ class CaseStore:
         attributes: SubgroupAttributes,
         case_labels: dict[str, str] | None = None,
         affine_ras: np.ndarray | None = None,
+        extra_arrays: dict[str, np.ndarray] | None = None,
     ) -> bool:
-        """Store one case; returns False when an identical case is already stored."""
+        """Store one case; returns False when an identical case is already stored.
+
+        ``extra_arrays``: further named arrays stored with the case and returned in
+        ``StoredCase.arrays`` (any shape; the names "image" and "mask" are taken).
+        """
         image = np.ascontiguousarray(image, dtype=np.float32)
         if image.ndim != 3:
             raise ValueError(f"case {case_id}: image must be [slice,row,col], got {image.shape}")
@@ -113,7 +130,10 @@ class CaseStore:
                 raise ValueError(
                     f"case {case_id}: mask shape {mask.shape} differs from image {image.shape}"
                 )
-        sha = content_sha256(image, mask)
+        extra_arrays = {name: np.asarray(array) for name, array in (extra_arrays or {}).items()}
+        if taken := sorted(set(extra_arrays) & set(_RESERVED_ARRAY_NAMES)):
+            raise ValueError(f"case {case_id}: extra array name(s) {taken} are reserved for the image and mask")
+        sha = content_sha256(image, mask, extra_arrays)
         labels_json = json.dumps(case_labels or {}, sort_keys=True)
         affine_json = json.dumps(
             [] if affine_ras is None else np.round(np.asarray(affine_ras), 6).tolist()
@@ -136,6 +156,7 @@ class CaseStore:
             array_path = self.cases_dir / f"{case_id}.npz"
             temporary = array_path.with_suffix(".tmp.npz")
             arrays = {"image": image} if mask is None else {"image": image, "mask": mask}
+            arrays.update(extra_arrays)
             np.savez_compressed(temporary, **arrays)
             temporary.replace(array_path)
             db.execute(
@@ -184,7 +205,8 @@ class CaseStore:
         with np.load(self.cases_dir / f"{entry.case_id}.npz") as arrays:
             image = arrays["image"]
             mask = arrays["mask"] if "mask" in arrays.files else None
-        return StoredCase(entry=entry, image=image, mask=mask)
+            extra = {name: arrays[name] for name in arrays.files if name not in _RESERVED_ARRAY_NAMES}
+        return StoredCase(entry=entry, image=image, mask=mask, arrays=extra)
 
     def __iter__(self) -> Iterator[StoredCase]:
         for entry in self.entries():

@@ -32,3 +32,7 @@ def _register_builtin_tasks() -> None:
         from tasks.lge import LgeScarSegmentation
 
         register("lge", LgeScarSegmentation)
+    if "mapping" not in _FACTORIES:
+        from tasks.mapping import MotionRobustT1Mapping
+
+        register("mapping", MotionRobustT1Mapping)
