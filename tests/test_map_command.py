@@ -137,3 +137,41 @@ def test_an_output_that_is_not_nifti_is_refused_before_writing(written, tmp_path
     result = runner.invoke(app, ["map", "t2", str(root / "t2prep"), "--out", str(tmp_path / "t2.png")])
     assert result.exit_code == 2 and "name it .nii.gz" in result.output
     assert not (tmp_path / "t2.png").exists()
+
+
+def test_network_method_writes_the_saved_networks_t1_map_on_the_series_grid(written, tmp_path):
+    import torch
+
+    from tasks.mapping.inference import predict_t1_map
+    from tasks.mapping.network import build_mapping_unet
+
+    case, root = written
+    torch.manual_seed(0)
+    model_path = tmp_path / "final_model.pt"
+    network = {"max_frames": 11, "channels": [8, 16]}
+    torch.save({"task": "mapping", "state_dict": build_mapping_unet(11, (8, 16)).state_dict(), "network": network}, model_path)
+    out = tmp_path / "t1_network.nii.gz"
+    result = runner.invoke(app, ["map", "t1", str(root / "molli_native"), "--out", str(out), "--method", "network",
+                                 "--model", str(model_path), "--mask", str(root / "mask.nii.gz")])
+    assert result.exit_code == 0, result.output
+    values, affine = _map(out)
+    np.testing.assert_allclose(affine, case.geometry.affine_ras(), atol=1e-3)
+    order = np.argsort(case.inversion_times_native_ms)
+    from cmr.mapping_series import read_mapping_series
+
+    series = read_mapping_series(root / "molli_native", "t1")
+    expected = predict_t1_map(model_path, series.frames, series.times_ms)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-3)
+    assert series.times_ms.tolist() == case.inversion_times_native_ms[order].tolist()
+    assert "Myocardial T1" in result.output
+
+
+def test_a_model_of_another_task_is_refused_by_name(written, tmp_path):
+    import torch
+
+    _, root = written
+    model_path = tmp_path / "lge.pt"
+    torch.save({"task": "lge", "state_dict": {}}, model_path)
+    result = runner.invoke(app, ["map", "t1", str(root / "molli_native"), "--out", str(tmp_path / "x.nii.gz"),
+                                 "--method", "network", "--model", str(model_path)])
+    assert result.exit_code == 2 and "lge.pt" in result.output and "not of the T1-mapping task" in result.output
