@@ -83,7 +83,8 @@ class BssfpReadout:
 
     @property
     def time_to_centre_ms(self) -> float:
-        return (self.centre_index + 0.5) * self.repetition_time_ms
+        """From the α/2 pulse to the echo (TE = TR/2) of the k-space centre's pulse."""
+        return (self.centre_index + 1.0) * self.repetition_time_ms
 
 
 @dataclass(frozen=True)
