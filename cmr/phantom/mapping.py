@@ -18,7 +18,7 @@ The ground-truth maps and masks are the motion-free anatomy at pixel centres.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -222,7 +222,7 @@ def simulate_mapping_case(
         raise ValueError(f"shape: expected (rows, cols) of at least 32 each, got {shape}")
     readout = readout or BssfpReadout()
     sex_word = _SEX[sex]
-    population = DemographicMix(**{**_POPULATION.__dict__, "male_fraction": 1.0 if sex == "M" else 0.0})
+    population = replace(_POPULATION, male_fraction=1.0 if sex == "M" else 0.0)
     patient = sample_patient(_rng(seed, 0), population)
     if scar_type is None:
         names, weights = zip(*SCAR_TYPE_WEIGHTS.items())
