@@ -49,15 +49,25 @@ def phantom(
     sites: Annotated[int, typer.Option(min=1, help="Number of hospitals.")] = 3,
     cases_per_site: Annotated[int, typer.Option(min=1, help="Patients per hospital.")] = 24,
     seed: Annotated[int, typer.Option(help="Everything is deterministic for a seed.")] = 0,
+    task: Annotated[str, typer.Option(help="lge (LGE stacks) or mapping (native and post-contrast MOLLI).")] = "lge",
+    max_motion_mm: Annotated[float, typer.Option(min=0, help="mapping: motion between frames, up to this.")] = 0.0,
 ) -> None:
-    """Write synthetic multi-vendor hospitals: DICOM LGE stacks, masks and a manifest per site."""
+    """Write synthetic multi-vendor hospitals: DICOM series, masks and a manifest per site."""
     from rich.progress import Progress
 
     from cmr.phantom import generate_consortium
+    from cmr.phantom.mapping_consortium import generate_mapping_consortium
 
+    if task not in ("lge", "mapping"):
+        fail(f"--task {task!r}: choose lge or mapping")
     with Progress(console=console) as progress:
-        task = progress.add_task("Generating", total=sites * cases_per_site)
-        generate_consortium(out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(task))
+        bar = progress.add_task("Generating", total=sites * cases_per_site)
+        if task == "mapping":
+            generate_mapping_consortium(
+                out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar), max_motion_mm=max_motion_mm
+            )
+        else:
+            generate_consortium(out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar))
     console.print(f"Wrote {sites} hospitals × {cases_per_site} cases to [bold]{out}[/]")
 
 

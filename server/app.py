@@ -11,7 +11,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.config import FederationConfig
 from server.federation import RoundCallback, run_federation
-from server.run_outputs import plot_dice_per_round, write_final_model, write_metrics_csv, write_summary
+from server.run_outputs import (
+    csv_metrics_for,
+    plot_dice_per_round,
+    plot_metrics_per_round,
+    task_summary_metrics,
+    write_final_model,
+    write_metrics_csv,
+    write_summary,
+)
 
 log = logging.getLogger("cmrfl.server")
 
@@ -35,16 +43,18 @@ def make_server_app(
         run_dir = Path(config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
+        csv_metrics = csv_metrics_for(config.task)
+
         def after_round(history: list[dict[str, Any]]) -> None:
-            write_metrics_csv(run_dir, history)
+            write_metrics_csv(run_dir, history, csv_metrics)
             if on_round_end is not None:
                 on_round_end(history)
 
         result = run_federation(grid, config, on_round_end=after_round, initial=initial_arrays)
         outputs = {
-            "metrics_csv": str(write_metrics_csv(run_dir, result.history)),
+            "metrics_csv": str(write_metrics_csv(run_dir, result.history, csv_metrics)),
             "final_model": str(write_final_model(run_dir, result.arrays, config)),
-            "dice_plot": str(plot_dice_per_round(run_dir, result.history)),
+            **plot_per_round(run_dir, result.history, config.task),
             **write_fairness_report(run_dir),
         }
         summary = write_summary(
@@ -57,6 +67,14 @@ def make_server_app(
         log.info("run finished: %s", summary)
 
     return app
+
+
+def plot_per_round(run_dir: Path, history: list[dict[str, Any]], task: str) -> dict[str, str]:
+    """The task's headline metrics per round (Dice for LGE), as an image."""
+    names = task_summary_metrics(task)
+    if names is None:
+        return {"dice_plot": str(plot_dice_per_round(run_dir, history))}
+    return {"metrics_plot": str(plot_metrics_per_round(run_dir, history, names))}
 
 
 def write_fairness_report(run_dir: Path) -> dict[str, str]:

@@ -1,7 +1,13 @@
 """What a finished (or interrupted) run leaves in its run directory.
 
 ``metrics.csv`` (one row per round and site, rewritten after every round),
-``summary.json``, ``final_model.pt`` and ``dice_per_round.png``.
+``summary.json``, ``final_model.pt`` and ``dice_per_round.png`` (LGE) or
+``metrics_per_round.png`` (a task that names its ``summary_metrics``).
+
+Which metrics head the CSV and the summary is the task's to say: a task with a
+``summary_metrics`` attribute gets those; the LGE task, which predates it, keeps the
+Dice and scar-burden columns and summary keys that its readers (demo, model card,
+registry) use.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from server.config import FederationConfig
+from tasks import get_task
 
 CSV_METRICS = (
     "dice_myocardium",
@@ -23,7 +30,29 @@ CSV_METRICS = (
     "scar_burden_abs_error",
     "loss",
 )
+# summary.json key → metric in the round history, for the LGE task
+LGE_HEADLINE = {
+    "dice_myocardium": "dice-myocardium",
+    "dice_scar": "dice-scar",
+    "scar_burden_abs_error_percent": "scar-burden-abs-error",
+}
 CONSORTIUM = "consortium"
+
+
+def task_summary_metrics(task_name: str) -> tuple[str, ...] | None:
+    """The metrics a task puts at the head of its outputs; None for the LGE task's own set."""
+    names = getattr(get_task(task_name), "summary_metrics", None)
+    return tuple(names) if names is not None else None
+
+
+def csv_metrics_for(task_name: str) -> tuple[str, ...]:
+    names = task_summary_metrics(task_name)
+    return CSV_METRICS if names is None else (*names, "loss")
+
+
+def headline_metrics_for(task_name: str) -> dict[str, str]:
+    names = task_summary_metrics(task_name)
+    return dict(LGE_HEADLINE) if names is None else {name: name.replace("_", "-") for name in names}
 
 
 def _clean(value: Any) -> Any:
@@ -37,12 +66,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]]) -> Path:
+def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]], metric_names: tuple[str, ...] = CSV_METRICS) -> Path:
     path = Path(run_dir) / "metrics.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["round", "site", "train_loss", "cases_evaluated", *CSV_METRICS])
+        writer.writerow(["round", "site", "train_loss", "cases_evaluated", *metric_names])
         for entry in history:
             rows = {CONSORTIUM: entry["evaluate"]["global"], **entry["evaluate"]["sites"]}
             train = {CONSORTIUM: entry["train"]["global"], **entry["train"]["sites"]}
@@ -53,7 +82,7 @@ def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]]) -> Path:
                         site,
                         _csv_value(train.get(site, {}).get("train-loss")),
                         int(metrics.get("num-examples", 0)),
-                        *(_csv_value(metrics.get(name.replace("_", "-"))) for name in CSV_METRICS),
+                        *(_csv_value(metrics.get(name.replace("_", "-"))) for name in metric_names),
                     ]
                 )
     return path
@@ -102,6 +131,35 @@ def plot_dice_per_round(run_dir: Path, history: list[dict[str, Any]]) -> Path:
     return path
 
 
+def plot_metrics_per_round(run_dir: Path, history: list[dict[str, Any]], metric_names: tuple[str, ...]) -> Path:
+    """Each site's and the consortium's value of up to two metrics, round by round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(run_dir) / "metrics_per_round.png"
+    names = metric_names[:2]
+    rounds = [entry["round"] for entry in history]
+    sites = sorted({site for entry in history for site in entry["evaluate"]["sites"]})
+    figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), sharex=True, squeeze=False)
+    for axis, name in zip(axes[0], names):
+        metric = name.replace("_", "-")
+        for site in sites:
+            values = [e["evaluate"]["sites"].get(site, {}).get(metric, math.nan) for e in history]
+            axis.plot(rounds, values, marker="o", label=site)
+        consortium = [e["evaluate"]["global"].get(metric, math.nan) for e in history]
+        axis.plot(rounds, consortium, color="black", linewidth=2.5, label="all sites")
+        axis.set_title(name.replace("_", " ") + " (validation cases)")
+        axis.set_xlabel("round")
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def write_summary(
     run_dir: Path,
     config: FederationConfig,
@@ -110,12 +168,11 @@ def write_summary(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     final = history[-1]["evaluate"] if history else {"global": {}, "sites": {}}
+    headline_keys = headline_metrics_for(config.task)
 
     def headline(metrics: dict[str, float]) -> dict[str, Any]:
         return {
-            "dice_myocardium": metrics.get("dice-myocardium"),
-            "dice_scar": metrics.get("dice-scar"),
-            "scar_burden_abs_error_percent": metrics.get("scar-burden-abs-error"),
+            **{key: metrics.get(metric) for key, metric in headline_keys.items()},
             "cases_evaluated": int(metrics.get("num-examples", 0)),
         }
 

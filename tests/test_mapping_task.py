@@ -223,6 +223,14 @@ def test_the_mapping_network_trains_federatedly_for_two_rounds_with_a_fairness_a
         assert sorted(entry["train"]["sites"]) == summary["sites"]
         assert entry["evaluate"]["global"]["myocardial-t1-abs-error-ms"] > 0
         assert entry["evaluate"]["global"]["num-examples"] >= SITES
+    final = summary["final"]["overall"]
+    assert final["cases_evaluated"] >= SITES and final["myocardial_t1_abs_error_ms"] > 0
+    assert "dice_myocardium" not in final
+    with (run_dir / "metrics.csv").open() as handle:
+        header = handle.readline().strip().split(",")
+    assert header[4:] == ["myocardial_t1_bias_ms", "myocardial_t1_abs_error_ms", "blood_t1_abs_error_ms",
+                          "post_myocardial_t1_abs_error_ms", "ecv_abs_error_percent", "loss"]
+    assert Path(summary["outputs"]["metrics_plot"]).stat().st_size > 10_000
     report = json.loads(Path(summary["outputs"]["fairness_report_json"]).read_text())
     assert report["rounds"]
     assert "myocardial_t1_abs_error_ms" in json.dumps(report)
@@ -231,3 +239,28 @@ def test_the_mapping_network_trains_federatedly_for_two_rounds_with_a_fairness_a
     case = t1_mapping_cases(CaseStore(mapping_sites[0]))[0]
     t1 = predict_t1_map(run_dir / "final_model.pt", case.frames, case.inversion_times_ms)
     assert t1.shape == case.frames.shape[1:] and np.all(np.isfinite(t1))
+
+
+def test_phantom_writes_mapping_hospitals_and_site_ingest_stores_them_from_the_command_line(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from cmrfl.cli import app
+
+    runner = CliRunner()
+    hospitals = tmp_path / "hospitals"
+    result = runner.invoke(
+        app, ["phantom", "--task", "mapping", "--sites", "1", "--cases-per-site", "2", "--max-motion-mm", "3",
+              "--out", str(hospitals)],
+    )
+    assert result.exit_code == 0, result.output
+    site = hospitals / "site-01"
+    result = runner.invoke(
+        app,
+        ["site", "ingest", str(site / "dicom"), "--site-dir", str(tmp_path / "site"),
+         "--manifest", str(site / "manifest.csv"), "--labels", str(site / "labels")],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "site" / "ingest-report.json").read_text())
+    assert report["cases_written"] == 4 and report["rejections"] == []
+    assert len(t1_mapping_cases(CaseStore(tmp_path / "site"))) == 4
+    assert runner.invoke(app, ["phantom", "--task", "t2", "--out", str(tmp_path / "x")]).exit_code != 0

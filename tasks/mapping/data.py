@@ -8,12 +8,12 @@ three blocks of ``max_frames`` channels (zero for frames the series does not hav
 * the same frames divided pixel by pixel by that pixel's largest magnitude over the
   frames (floored at ``PIXEL_SCALE_FLOOR``): each pixel's recovery curve on its own
   scale, since T1 is in the curve's shape over time, not in its height;
-* each frame's inversion time / ``TIME_SCALE_MS`` as a constant image. Inversion times depend on the heart
-  rate (MOLLI's later inversions fall one RR interval apart), so the network is told
-  them rather than left to assume one heart rate.
+* each frame's inversion time / ``TIME_SCALE_MS`` as a constant image. Inversion
+  times depend on the heart rate (MOLLI's later inversions fall one RR interval
+  apart), so the network is told them rather than left to assume one heart rate.
 
 Target: T1 / ``T1_SCALE_MS`` with a per-pixel weight (``pixel_weights``): 1 where the
-reference is defined, ``heart_weight`` on blood pool and myocardium, 0 where the
+reference is defined, more on the blood pool and most on the myocardium, 0 where the
 reference is undefined (0 or not finite).
 
 Motion (``random_frame_motion``): each frame is moved on its own by a random
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cmr.labels import TissueLabel
+from cmr.labels import MYOCARDIAL_LABELS, TissueLabel
 from cmr.mapping_store import T1MappingCase
 
 T1_SCALE_MS = 1000.0
@@ -39,7 +39,6 @@ TIME_SCALE_MS = 1000.0
 DEFAULT_MAX_FRAMES = 11  # 5(3)3 has 8 frames, 4(1)3(1)2 has 9; room for longer schemes
 INPUT_CHANNELS_PER_FRAME = 3  # series-scaled frame, pixel-scaled frame, inversion time
 PIXEL_SCALE_FLOOR = 0.05  # of the series' 99th percentile: background noise is not blown up
-HEART_LABELS = (TissueLabel.LV_BLOOD_POOL, TissueLabel.MYOCARDIUM, TissueLabel.SCAR)
 
 
 def network_input(frames: np.ndarray | torch.Tensor, inversion_times_ms: Sequence[float], max_frames: int) -> torch.Tensor:
@@ -69,21 +68,28 @@ def network_input(frames: np.ndarray | torch.Tensor, inversion_times_ms: Sequenc
     return channels
 
 
-def pixel_weights(reference_t1_ms: np.ndarray, tissue_mask: np.ndarray | None, heart_weight: float) -> np.ndarray:
-    """Loss weight per pixel: 0 where the reference is undefined, more on the heart."""
+def pixel_weights(
+    reference_t1_ms: np.ndarray, tissue_mask: np.ndarray | None, blood_weight: float, myocardium_weight: float
+) -> np.ndarray:
+    """Loss weight per pixel: 0 where the reference is undefined, 1 elsewhere, more on the heart.
+
+    The myocardium, a few pixels thick and the tissue whose T1 is reported, weighs most:
+    otherwise the loss is cheapest with a map that blurs it into the blood pool.
+    """
     defined = np.isfinite(reference_t1_ms) & (reference_t1_ms > 0)
     weights = defined.astype(np.float32)
     if tissue_mask is not None:
-        weights[defined & np.isin(tissue_mask, HEART_LABELS)] = heart_weight
+        weights[defined & (tissue_mask == TissueLabel.LV_BLOOD_POOL)] = blood_weight
+        weights[defined & np.isin(tissue_mask, MYOCARDIAL_LABELS)] = myocardium_weight
     return weights
 
 
-def network_target(case: T1MappingCase, heart_weight: float) -> torch.Tensor:
+def network_target(case: T1MappingCase, blood_weight: float, myocardium_weight: float) -> torch.Tensor:
     """[2, row, col]: T1 / T1_SCALE_MS (0 where undefined) and the pixel weights."""
     if case.reference_t1_ms is None:
         raise ValueError(f"case {case.entry.case_id}: no reference T1 map; it cannot be trained on or scored")
     reference = np.nan_to_num(case.reference_t1_ms, nan=0.0, posinf=0.0, neginf=0.0)
-    weights = pixel_weights(case.reference_t1_ms, case.tissue_mask, heart_weight)
+    weights = pixel_weights(case.reference_t1_ms, case.tissue_mask, blood_weight, myocardium_weight)
     return torch.as_tensor(np.stack([reference / T1_SCALE_MS * (weights > 0), weights]).astype(np.float32))
 
 

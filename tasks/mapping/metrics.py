@@ -52,15 +52,19 @@ def _region(mask: np.ndarray, labels: Sequence[int], reference: np.ndarray) -> n
 def region_value(
     t1_ms: np.ndarray, mask: np.ndarray, labels: Sequence[int], reference: np.ndarray, statistic=np.mean
 ) -> float:
-    region = _region(mask, labels, reference)
+    region = _region(mask, labels, reference) & np.isfinite(t1_ms)
     return float(statistic(t1_ms[region])) if region.any() else math.nan
 
 
 def region_errors(
     predicted_ms: np.ndarray, reference_ms: np.ndarray, mask: np.ndarray, labels: Sequence[int]
 ) -> tuple[float, float]:
-    """(mean signed error, mean absolute error) in ms over the pixels with these labels."""
-    region = _region(mask, labels, reference_ms)
+    """(mean signed error, mean absolute error) in ms over the pixels with these labels.
+
+    Pixels without a predicted value (NaN: a fit that failed) are left out; a network
+    always gives one.
+    """
+    region = _region(mask, labels, reference_ms) & np.isfinite(predicted_ms)
     if not region.any():
         return math.nan, math.nan
     difference = predicted_ms[region].astype(np.float64) - reference_ms[region]

@@ -59,11 +59,13 @@ class MotionRobustT1Mapping:
 
     name: str = "mapping"
     metric_names: tuple[str, ...] = METRIC_NAMES
+    summary_metrics: tuple[str, ...] = SUMMARY_METRICS  # what heads a run's metrics.csv and summary.json
     validation_fraction: float = 0.25
     max_frames: int = DEFAULT_MAX_FRAMES
     channels: tuple[int, ...] = (16, 32, 64, 128)
     training_size: tuple[int, int] = (96, 96)  # training crops; evaluation uses the whole image
-    heart_weight: float = 4.0  # loss weight of blood pool and myocardium against the rest
+    blood_weight: float = 3.0  # loss weights against the rest of the image (tasks.mapping.data.pixel_weights)
+    myocardium_weight: float = 10.0
     max_motion_mm: float = 6.0  # synthetic in-plane shift per frame, each axis
     max_rotation_deg: float = 5.0
     motion_probability: float = 0.8  # the rest of the draws train on still series
@@ -256,12 +258,18 @@ class _PreparedCache:
         if not store.exists():
             return []
         stat = store.index_path.stat()
-        key = (str(store.index_path.resolve()), stat.st_mtime_ns, stat.st_size, task.max_frames, task.heart_weight)
+        key = (
+            str(store.index_path.resolve()), stat.st_mtime_ns, stat.st_size,
+            task.max_frames, task.blood_weight, task.myocardium_weight,
+        )
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = [
-                    PreparedSeries(case, network_input(case.frames, case.inversion_times_ms, task.max_frames),
-                                   network_target(case, task.heart_weight))
+                    PreparedSeries(
+                        case,
+                        network_input(case.frames, case.inversion_times_ms, task.max_frames),
+                        network_target(case, task.blood_weight, task.myocardium_weight),
+                    )
                     for case in t1_mapping_cases(store)
                     if case.reference_t1_ms is not None
                 ]
