@@ -144,9 +144,10 @@ def demo(
     ] = True,
     register: Annotated[
         bool,
-        typer.Option(help="Also register the model in the running registry (MLFLOW_TRACKING_URI and its "
-                     "admin's MLFLOW_TRACKING_USERNAME/PASSWORD); see docs/registry.md."),
-    ] = False,
+        typer.Option(help="Register the signed model: in the registry at MLFLOW_TRACKING_URI (as its admin, "
+                     "MLFLOW_TRACKING_USERNAME/PASSWORD) when set, else in the demo's own registry in OUT/registry, "
+                     "which a demo site then pulls from; --no-register only signs it. See docs/registry.md."),
+    ] = True,
     compare_mitigation: Annotated[
         bool,
         typer.Option(
@@ -156,16 +157,11 @@ def demo(
     ] = False,
 ) -> None:
     """Everything on one machine: synthetic hospitals, ingest, federated training, outputs."""
+    import os
+
     from cmrfl.demo import DemoSettings, run_demo
 
-    if register:  # before minutes of training, not after
-        from cmrfl.demo_registry import check_registry_reachable
-
-        try:
-            check_registry_reachable()
-        except ValueError as problem:
-            fail(str(problem))
-
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None
     try:
         settings = DemoSettings(
             sites=sites,
@@ -178,10 +174,18 @@ def demo(
             target_epsilon=epsilon,
             secure_aggregation=secure_aggregation,
             register=register,
+            tracking_uri=tracking_uri,
             compare_mitigation=compare_mitigation,
         )
     except ValueError as invalid:
         fail(str(invalid))
+    if register:  # before minutes of training, not after
+        from cmrfl.demo_registry import check_demo_registry
+
+        try:
+            check_demo_registry(out, tracking_uri)
+        except ValueError as problem:
+            fail(str(problem))
     run_demo(settings, console)
 
 

@@ -76,6 +76,7 @@ def serve(
     artifacts_destination: Annotated[str | None, typer.Option(help="Artifact root, e.g. s3://bucket/path (default: DATA_DIR/artifacts).")] = None,
     auth_database_uri: Annotated[str | None, typer.Option(help="Accounts and permissions database (default: SQLite in DATA_DIR).")] = None,
     admin_username: Annotated[str, typer.Option(help="The consortium admin account (password: MLFLOW_AUTH_ADMIN_PASSWORD).")] = "admin",
+    admin_password_file: Annotated[Path | None, typer.Option(help="Read the admin password from this file instead of MLFLOW_AUTH_ADMIN_PASSWORD (the demo's: OUT/registry/admin-password).")] = None,
 ) -> None:
     """Run the registry: MLflow tracking server and Model Registry with basic authentication."""
     from server.registry.service import RegistrySettings, server_command
@@ -85,8 +86,16 @@ def serve(
         artifacts_destination=artifacts_destination, auth_database_uri=auth_database_uri,
         admin_username=admin_username,
     )
+    admin_password = None
+    if admin_password_file is not None:
+        try:
+            admin_password = admin_password_file.read_text().strip()
+        except OSError as error:
+            fail(f"{admin_password_file}: cannot read the admin password ({error.strerror})")
+        if not admin_password:
+            fail(f"{admin_password_file}: empty; it should hold the admin password")
     try:
-        command, environment = server_command(settings)
+        command, environment = server_command(settings, admin_password)
     except ValueError as problem:
         fail(str(problem))
     console.print(
@@ -194,20 +203,34 @@ def list_models(tracking_uri: TrackingUri, username: Username = None, password: 
 def pull(
     model: Annotated[str, typer.Argument(help="MODEL (alias approved), MODEL@ALIAS or MODEL:VERSION.")],
     site_dir: Annotated[Path, typer.Option(help="The site's folder (trust/model-signing.pub; models land in models/).")],
-    tracking_uri: TrackingUri,
+    tracking_uri: Annotated[str | None, typer.Option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="The registry's address (default: the one in SITE_DIR/registry-account.toml).")] = None,
     username: Username = None,
     password: Password = None,
 ) -> None:
-    """Download a model with the site's account; keep it only if its signature verifies."""
+    """Download a model with the site's account; keep it only if its signature verifies.
+
+    Without MLflow's credentials (options or variables), the site's own account in
+    SITE_DIR/registry-account.toml is used.
+    """
     from client.model_trust import SignatureError
+    from client.registry_account import RegistryAccountError, load_registry_account
     from client.registry_pull import ModelReference, pull_model
 
     if not site_dir.is_dir():
         fail(f"site folder not found: {site_dir}")
     try:
         reference = ModelReference.parse(model)
-    except ValueError as problem:
+        account = load_registry_account(site_dir)
+    except (ValueError, RegistryAccountError) as problem:
         fail(str(problem))
+    if account is not None and not username:
+        username, password = account.username, account.password
+    tracking_uri = tracking_uri or (account.tracking_uri if account else None)
+    if not tracking_uri:
+        fail(f"no registry: set MLFLOW_TRACKING_URI or --tracking-uri (or keep the site's account in "
+             f"{site_dir / 'registry-account.toml'})")
     _use_credentials(username, password)
     try:
         with _registry_errors(tracking_uri):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,7 +15,13 @@ from rich.table import Table
 
 from cmr.ingest import ingest_site
 from cmr.phantom import generate_consortium
-from cmrfl.demo_registry import register_demo_model, sign_demo_model
+from cmrfl.demo_registry import (
+    check_demo_registry,
+    register_demo_model,
+    register_in_own_registry,
+    registry_lines,
+    sign_demo_model,
+)
 from cmrfl.simulation import run_simulated_federation
 from tasks.sampling import GROUP_BALANCED, mitigation_problems
 
@@ -38,9 +43,11 @@ class DemoSettings:
     dp_sgd: bool = False
     target_epsilon: float = 8.0  # per site, the whole run
     secure_aggregation: bool = True
-    # The final model is always signed with a demo key (well under a second); it is
-    # registered in the running registry named by MLFLOW_TRACKING_URI only when asked.
-    register: bool = False
+    # The final model is always signed with a demo key (well under a second) and, unless
+    # register is off, registered: in the running registry at tracking_uri (the CLI passes
+    # MLFLOW_TRACKING_URI) or, without one, in the demo's own registry in OUT/registry.
+    register: bool = True
+    tracking_uri: str | None = None
     model_name: str = "lge-scar"
     # Train a second time on the same hospitals with group-balanced sampling (OUT/run-balanced)
     # and write that run's fairness report with the first run as its "before".
@@ -70,6 +77,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     hospitals_dir, sites_dir, run_dir = out / "hospitals", out / "sites", out / "run"
     balanced_dir = out / "run-balanced"
     started = time.monotonic()
+    if settings.register:  # before minutes of training, not after
+        check_demo_registry(out, settings.tracking_uri)
     for stale in (hospitals_dir, sites_dir, run_dir, balanced_dir):  # a demo always starts clean
         if stale.exists():
             shutil.rmtree(stale)
@@ -134,16 +143,40 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         "(pinned in each demo site's trust/ folder)"
     )
     if settings.register:
-        registered = register_demo_model(run_dir, signing_key, settings.model_name)
-        summary["registered"] = {"model": registered.name, "version": registered.version, "run_id": registered.run_id}
+        summary["registered"] = register(settings, run_dir, signing_key, site_dirs, hospitals_dir, console)
+    else:
         console.print(
-            f"Registered [bold]{registered.name}[/] version {registered.version} (alias candidate) in "
-            f"{os.environ['MLFLOW_TRACKING_URI']}; approve it with `cmrfl registry promote {registered.name} "
-            f"{registered.version}`, then sites pull it (docs/registry.md)"
+            f"Not registered (--no-register); register this run later with `cmrfl registry register {run_dir} "
+            f"--name {settings.model_name} --signing-key {signing_key}`",
+            highlight=False, soft_wrap=True,
         )
     if settings.compare_mitigation:
         summary["compare_mitigation"] = compare_mitigation(run_dir, balanced_dir, console)
     return summary
+
+
+def register(
+    settings: DemoSettings, run_dir: Path, signing_key: Path, site_dirs: list[Path], hospitals_dir: Path, console: Console
+) -> dict[str, Any]:
+    """Register the signed model (own registry: also site accounts and one verified pull); print how to go on."""
+    started = time.monotonic()
+    with console.status("Registering the model (MLflow registry)"):
+        if settings.tracking_uri:
+            registration = register_demo_model(run_dir, signing_key, settings.model_name, settings.tracking_uri)
+        else:
+            registration = register_in_own_registry(settings.out, run_dir, signing_key, site_dirs, settings.model_name)
+    seconds = round(time.monotonic() - started, 1)
+    for line in registry_lines(registration, hospitals_dir):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    return {
+        "model": registration.name,
+        "version": registration.version,
+        "run_id": registration.run_id,
+        "tracking_uri": registration.tracking_uri,
+        "registry_dir": None if registration.registry_dir is None else str(registration.registry_dir),
+        "pulled_into": None if registration.pulled_into is None else str(registration.pulled_into),
+        "seconds": seconds,
+    }
 
 
 def _train(

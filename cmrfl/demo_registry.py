@@ -1,22 +1,44 @@
-"""The demo's model registry step: every demo signs its model; `--register` also registers it.
+"""The demo's model registry step: sign the model, register it, let a site pull it.
 
 A demo has no consortium PKI, so it makes a demo model-signing key pair in OUT/pki
 (the same files `cmrfl pki init` writes, kept between demos so that versions
 registered by earlier demos still verify) and pins the public key in each demo site
-as `cmrfl site init` would. Signing in place costs well under a second; registering
-needs a running registry (`cmrfl registry serve`) and is therefore opt-in.
+as `cmrfl site init` would. It then registers the model: in the registry named by
+MLFLOW_TRACKING_URI when one is set, otherwise in a registry of its own in
+OUT/registry (SQLite, artifacts, accounts), which it starts on a free loopback port,
+gives each demo site a read-only account (SITE_DIR/registry-account.toml, 0600),
+pulls and verifies the new version into the first site as that site, and stops.
+The registry persists, so the next demo adds the next version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client.registry_account import ACCOUNT_FILE, RegistryAccount
+
 DEMO_MODEL_NAME = "lge-scar"
+ADMIN_USERNAME = "admin"  # RegistrySettings' default admin account
+
+
+@dataclass(frozen=True)
+class DemoRegistration:
+    name: str
+    version: str
+    run_id: str
+    tracking_uri: str  # where it was registered (the demo's own registry is stopped by now)
+    registry_dir: Path | None = None  # the demo's own registry; None for one named by MLFLOW_TRACKING_URI
+    pulled_into: Path | None = None  # the site folder that pulled and verified the version
 
 
 def demo_signing_key(pki_dir: Path) -> Path:
@@ -49,16 +71,17 @@ def sign_demo_model(out: Path, run_dir: Path, site_dirs: list[Path], model_name:
     return key_path
 
 
-def check_registry_reachable() -> str:
-    """Before training: the registry named by MLFLOW_TRACKING_URI answers with these credentials."""
+def check_registry_reachable(uri: str | None = None) -> str:
+    """Before training: the registry at ``uri`` (default MLFLOW_TRACKING_URI) answers with these credentials."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri.startswith(("http://", "https://")):
         raise ValueError(
-            "--register needs a running registry: set MLFLOW_TRACKING_URI (e.g. http://127.0.0.1:5000, "
-            "from `cmrfl registry serve`) and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of its admin"
+            f"MLFLOW_TRACKING_URI={uri!r}: the demo registers in a running registry (http:// or https://, "
+            "e.g. from `cmrfl registry serve`, with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of its "
+            "admin); unset it for the demo's own registry in OUT/registry, or pass --no-register"
         )
     try:  # MLflow's client retries a refused connection for minutes; a plain probe says it at once
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10)
@@ -71,9 +94,130 @@ def check_registry_reachable() -> str:
     return uri
 
 
-def register_demo_model(run_dir: Path, key_path: Path, model_name: str = DEMO_MODEL_NAME):  # noqa: ANN201
+def register_demo_model(
+    run_dir: Path, key_path: Path, model_name: str = DEMO_MODEL_NAME, tracking_uri: str | None = None
+) -> DemoRegistration:
+    """Register in a running registry (default MLFLOW_TRACKING_URI), as its admin (MLflow's variables)."""
     from mlflow import MlflowClient
 
     from server.registry.registration import register_run
 
-    return register_run(MlflowClient(check_registry_reachable()), run_dir, model_name, key_path)
+    uri = check_registry_reachable(tracking_uri)
+    version = register_run(MlflowClient(uri), run_dir, model_name, key_path)
+    return DemoRegistration(version.name, version.version, version.run_id, uri)
+
+
+def own_registry_dir(out: Path) -> Path:
+    return out / "registry"
+
+
+def check_demo_registry(out: Path, tracking_uri: str | None) -> None:
+    """Before training: the registry named answers, or the demo's own folder is usable.
+
+    Raises ValueError saying what is wrong.
+    """
+    from cmrfl.registry_process import RegistryStartError, check_registry_folder
+
+    if tracking_uri:
+        check_registry_reachable(tracking_uri)
+        return
+    try:
+        check_registry_folder(own_registry_dir(out))
+    except RegistryStartError as problem:
+        raise ValueError(f"{problem} (or pass --no-register)") from None
+
+
+def register_in_own_registry(
+    out: Path, run_dir: Path, key_path: Path, site_dirs: list[Path], model_name: str = DEMO_MODEL_NAME
+) -> DemoRegistration:
+    """Start OUT/registry, register the run, give each site an account, pull into the first site, stop."""
+    from mlflow import MlflowClient
+
+    from client.registry_account import write_registry_account
+    from client.registry_pull import ModelReference, pull_model
+    from cmrfl.registry_process import admin_password, running_registry
+    from server.registry.registration import CANDIDATE, register_run
+
+    registry_dir = own_registry_dir(out)
+    password = admin_password(registry_dir)
+    with running_registry(registry_dir, password) as uri:
+        with mlflow_account(ADMIN_USERNAME, password):
+            version = register_run(MlflowClient(uri), run_dir, model_name, key_path)
+            accounts = [RegistryAccount(uri, site_dir.name, secrets.token_urlsafe(18)) for site_dir in site_dirs]
+            for site_dir, account in zip(site_dirs, accounts, strict=True):
+                _set_site_account(uri, account)
+                write_registry_account(site_dir, account)
+        with mlflow_account(accounts[0].username, accounts[0].password):
+            pulled = pull_model(uri, ModelReference(model_name, alias=CANDIDATE), site_dirs[0])
+    if pulled.version != version.version:
+        raise RuntimeError(f"{site_dirs[0]} pulled {model_name}@{CANDIDATE} as version {pulled.version}, not {version.version}")
+    return DemoRegistration(version.name, version.version, version.run_id, uri, registry_dir, site_dirs[0])
+
+
+def _set_site_account(uri: str, account: RegistryAccount) -> None:
+    """A read-only site account; an earlier demo's account of the same name gets the new password."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    with warnings.catch_warnings():  # MLflow's auth client imports its server, which warns about Starlette
+        warnings.simplefilter("ignore")  # (a UserWarning: StarletteDeprecationWarning)
+        from mlflow.server.auth.client import AuthServiceClient
+
+        from server.registry.service import add_site_user
+    try:
+        add_site_user(uri, account.username, account.password)
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        AuthServiceClient(uri).update_user_password(account.username, account.password)
+
+
+@contextlib.contextmanager
+def mlflow_account(username: str, password: str) -> Iterator[None]:
+    """MLflow's clients read the account from its variables: set them for a block, then restore."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(zip(names, (username, password)))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def registry_lines(registration: DemoRegistration, hospitals_dir: Path) -> list[str]:
+    """What the demo registered, and the commands to browse, pull and predict, ready to copy."""
+    from shlex import quote
+
+    from server.registry.registration import CANDIDATE
+
+    name, version = registration.name, registration.version
+    if registration.registry_dir is None:
+        return [
+            f"Registered {name} version {version} (alias {CANDIDATE}) in {registration.tracking_uri}; approve it "
+            f"with `cmrfl registry promote {name} {version}`, then sites pull it (docs/registry.md)"
+        ]
+    site_dir = registration.pulled_into
+    assert site_dir is not None
+    registry_dir = registration.registry_dir
+    port = registration.tracking_uri.rsplit(":", 1)[1]
+    series = sorted((hospitals_dir / site_dir.name / "dicom").glob("*/*_LGE_SAX"))[0]
+    password_file = registry_dir / "admin-password"
+    return [
+        f"Registered {name} version {version} (alias {CANDIDATE}) in the demo's own registry {registry_dir} "
+        f"(MLflow: SQLite, artifacts, accounts; stopped again). {site_dir.name} pulled it with its read-only "
+        f"account and verified the signature: {site_dir / 'models' / name / version}",
+        f"Every demo site has its registry account in SITE_DIR/{ACCOUNT_FILE} (0600); the admin's password is "
+        f"in {password_file} (0600). Try it:",
+        f"  # 1. browse: MLflow UI at {registration.tracking_uri} (user {ADMIN_USERNAME}, the password in that file)",
+        f"  cmrfl registry serve --data-dir {quote(str(registry_dir))} --port {port} "
+        f"--admin-password-file {quote(str(password_file))}",
+        f"  # 2. in a second terminal, pull as {site_dir.name} (its account file names the registry)",
+        f"  cmrfl registry pull {name}@{CANDIDATE} --site-dir {quote(str(site_dir))}",
+        f"  # 3. segment one of {site_dir.name}'s DICOM series with the pulled model (no registry needed)",
+        f"  cmrfl predict --site-dir {quote(str(site_dir))} --model {name} {quote(str(series))} "
+        f"--out {quote(str(site_dir.parent.parent / 'prediction'))}",
+    ]

@@ -167,7 +167,8 @@ def test_the_demo_runs_with_dp_sgd_and_secure_aggregation_on(tmp_path: Path):
     from privacy.ledger import PrivacyLedger
 
     summary = run_demo(
-        DemoSettings(sites=3, cases_per_site=8, rounds=2, out=tmp_path / "demo", dp_sgd=True, target_epsilon=8.0),
+        DemoSettings(sites=3, cases_per_site=8, rounds=2, out=tmp_path / "demo", dp_sgd=True, target_epsilon=8.0,
+                     register=False),
         Console(file=open(tmp_path / "console.txt", "w")),
     )
     assert summary["privacy"]["secure_aggregation"]["enabled"] is True

@@ -224,7 +224,8 @@ def test_the_demo_compares_training_without_and_with_group_balanced_sampling(tmp
 
     console_file = tmp_path / "console.txt"
     summary = run_demo(
-        DemoSettings(sites=3, cases_per_site=8, rounds=1, out=tmp_path / "demo", compare_mitigation=True),
+        DemoSettings(sites=3, cases_per_site=8, rounds=1, out=tmp_path / "demo", compare_mitigation=True,
+                     register=False),
         Console(file=open(console_file, "w"), width=200),
     )
     balanced_dir = tmp_path / "demo" / "run-balanced"

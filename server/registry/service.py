@@ -67,9 +67,14 @@ def _persistent_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def server_command(settings: RegistrySettings) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow server`` command line and environment for ``settings``."""
-    if not os.environ.get(ADMIN_PASSWORD_ENV):
+def server_command(settings: RegistrySettings, admin_password: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow server`` command line and environment for ``settings``.
+
+    The admin password is ``admin_password`` or MLFLOW_AUTH_ADMIN_PASSWORD; it travels
+    only in the server's environment.
+    """
+    admin_password = admin_password or os.environ.get(ADMIN_PASSWORD_ENV)
+    if not admin_password:
         raise ValueError(
             f"set {ADMIN_PASSWORD_ENV} to the registry admin's password before the first start "
             "(MLflow creates the admin account with it; it is never written to disk or printed)"
@@ -90,6 +95,7 @@ def server_command(settings: RegistrySettings) -> tuple[list[str], dict[str, str
     ]
     environment = {
         **os.environ,
+        ADMIN_PASSWORD_ENV: admin_password,
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_config.resolve()),
         SECRET_KEY_ENV: os.environ.get(SECRET_KEY_ENV) or _persistent_secret(settings.data_dir / "flask-secret-key"),
         # MLflow's background job runners serve GenAI evaluation, not the registry: six
