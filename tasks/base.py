@@ -113,16 +113,17 @@ def _split_bucket(entry: CaseEntry) -> float:
     return int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-def validation_case_ids(entries: Iterable[CaseEntry], validation_fraction: float) -> set[str]:
+def validation_case_ids(entries: Iterable[CaseEntry], validation_fraction: float, minimum: int = 1) -> set[str]:
     """The site's validation cases: a deterministic per-case split by hash of the case id.
 
-    A case stays on its side however the store grows. A site with two or more cases
-    always validates at least one (the lowest hash), so that every site is scored.
+    A case stays on its side however the store grows. A site with at least twice
+    ``minimum`` cases validates at least ``minimum`` of them (the lowest hashes), so
+    that every site is scored.
     """
-    entries = list(entries)
+    entries = sorted(entries, key=_split_bucket)
     chosen = {e.case_id for e in entries if _split_bucket(e) < validation_fraction}
-    if not chosen and len(entries) >= 2 and validation_fraction > 0:
-        chosen = {min(entries, key=_split_bucket).case_id}
+    if len(chosen) < minimum and len(entries) >= 2 * minimum and validation_fraction > 0:
+        chosen = {e.case_id for e in entries[:minimum]}
     return chosen
 
 

@@ -132,7 +132,8 @@ def test_the_task_trains_and_scores_each_study_with_its_attributes(mapping_sites
 
     training, validation = task.split(store)
     validation_studies = {s.case.study for s in validation}
-    assert validation_studies and not validation_studies & {s.case.study for s in training}
+    # At least two, so that the site's sums are not withheld as a single case's values.
+    assert len(validation_studies) >= 2 and not validation_studies & {s.case.study for s in training}
     assert after.num_examples == len(after.records) == len(validation_studies)
     truth = json.loads((mapping_hospitals / "consortium.json").read_text())["cases"]
     true_ecvs = [100 * c["myocardial_ecv"] for c in truth if c["site_id"] == "site-01"]
@@ -167,10 +168,13 @@ def test_dp_sgd_trains_the_mapping_network_over_patients_for_the_planned_steps(m
 def test_group_balanced_sampling_trains_the_mapping_network(mapping_sites: list[Path]):
     task = get_task("mapping")
     settings = TrainSettings(
-        batch_size=4, local_epochs=10, max_steps=3, fairness_mitigation="group-balanced", balance_attribute="sex"
+        batch_size=4, local_epochs=10, max_steps=2, fairness_mitigation="group-balanced", balance_attribute="sex"
     )
     outcome = task.train(task.build_model(), CaseStore(mapping_sites[2]), settings, CPU)
-    assert outcome.steps == 3 and outcome.num_examples_seen == 12
+    # The split follows the site's salted study pseudonyms, so the training count varies
+    # between fixtures (10-12 here); two full batches fit in any of them.
+    assert outcome.num_examples >= 8
+    assert outcome.steps == 2 and outcome.num_examples_seen == 8
 
 
 def test_predict_t1_map_uses_a_saved_model_and_refuses_another_tasks(mapping_sites: list[Path], tmp_path: Path):
@@ -221,10 +225,12 @@ def test_the_mapping_network_trains_federatedly_for_two_rounds_with_a_fairness_a
     for entry in summary["rounds_detail"]:
         assert entry["failures"] == []
         assert sorted(entry["train"]["sites"]) == summary["sites"]
+        assert entry["evaluate"]["global"]["num-examples"] >= 2 * SITES  # every site validates two studies
         assert entry["evaluate"]["global"]["myocardial-t1-abs-error-ms"] > 0
-        assert entry["evaluate"]["global"]["num-examples"] >= SITES
+        for site_metrics in entry["evaluate"]["sites"].values():
+            assert site_metrics["myocardial-t1-abs-error-ms"] > 0  # no site's sums withheld
     final = summary["final"]["overall"]
-    assert final["cases_evaluated"] >= SITES and final["myocardial_t1_abs_error_ms"] > 0
+    assert final["cases_evaluated"] >= 2 * SITES and final["myocardial_t1_abs_error_ms"] > 0
     assert "dice_myocardium" not in final
     with (run_dir / "metrics.csv").open() as handle:
         header = handle.readline().strip().split(",")

@@ -43,6 +43,10 @@ from tasks.sampling import GROUP_BALANCED, group_balanced_sampler
 
 log = logging.getLogger(__name__)
 
+# A site's sums over a single case are withheld (they would be that case's values), so a
+# site validates at least two studies where it has four or more.
+MIN_VALIDATION_STUDIES = 2
+
 
 @dataclass(frozen=True)
 class PreparedSeries:
@@ -81,8 +85,8 @@ class MotionRobustT1Mapping:
     def split(self, store: CaseStore) -> tuple[list[PreparedSeries], list[PreparedSeries]]:
         """(training series, validation series), split by study with the house rule of tasks.base."""
         series = self.prepared(store)
-        studies = sorted({s.case.study for s in series})
-        chosen = validation_case_ids((SimpleNamespace(case_id=study) for study in studies), self.validation_fraction)
+        studies = [SimpleNamespace(case_id=study) for study in sorted({s.case.study for s in series})]
+        chosen = validation_case_ids(studies, self.validation_fraction, minimum=MIN_VALIDATION_STUDIES)
         return [s for s in series if s.case.study not in chosen], [s for s in series if s.case.study in chosen]
 
     def training_patients(self, store: CaseStore) -> int:
