@@ -25,10 +25,25 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+import tasks
 from client.mods import SITE_MODS
 
 TOY_ARRAYS = 4  # a toy model is this many arrays of (about) equal size
 NO_SITE = -1
+TOY_TASK = "toy"  # run config ``task`` of a toy run
+
+
+class ToyTask:
+    """All the ServerApp asks of a task by name: the metrics at the head of its outputs.
+
+    Toy sites neither train nor segment; their evaluation reports a loss only, so the
+    run's metrics.csv, plot and summary headline carry that loss.
+    """
+
+    summary_metrics = ("loss",)
+
+
+tasks.register(TOY_TASK, ToyTask)  # type: ignore[arg-type]  # the sites never build it: ToyClientApp answers
 
 
 @dataclass(frozen=True)

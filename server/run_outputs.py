@@ -47,7 +47,7 @@ def task_summary_metrics(task_name: str) -> tuple[str, ...] | None:
 
 def csv_metrics_for(task_name: str) -> tuple[str, ...]:
     names = task_summary_metrics(task_name)
-    return CSV_METRICS if names is None else (*names, "loss")
+    return CSV_METRICS if names is None else tuple(dict.fromkeys((*names, "loss")))
 
 
 def headline_metrics_for(task_name: str) -> dict[str, str]:

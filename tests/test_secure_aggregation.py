@@ -22,7 +22,15 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
-from cmrfl.toy_federation import ToyBehaviour, ToyGrid, run_toy_simulation, toy_model, toy_num_examples, toy_update
+from cmrfl.toy_federation import (
+    TOY_TASK,
+    ToyBehaviour,
+    ToyGrid,
+    run_toy_simulation,
+    toy_model,
+    toy_num_examples,
+    toy_update,
+)
 from server.app import make_server_app
 from server.config import FederationConfig, RunConfigError
 
@@ -31,7 +39,7 @@ NUM_PARAMS = 20_000
 UPDATE_SCALE = 0.01  # toy update coordinates ~ N(0, 0.01²): norm ≈ 1.4
 CLIP = 0.5  # client-level DP clipping norm, below every toy update's norm
 BASE = {
-    "task": "toy",
+    "task": TOY_TASK,
     "num-server-rounds": 1,
     "min-train-sites": NUM_SITES,
     "min-available-sites": NUM_SITES,
