@@ -124,9 +124,9 @@ def describe_gap(gap: Gap, measure: Measure) -> str:
         f"({interval_text(gap.flag_low, gap.flag_high, measure)}) does not lie wholly beyond it, so this is not flagged."
     )
     return (
-        f"By {gap.grouping_label}, {gap.worst_label} (n={gap.worst_n}) has a {measure.label.lower()}{better} of "
-        f"{amount(gap.worst_value, measure)} against {amount(gap.comparator_value, measure)} for "
-        f"{gap.comparator_label} (n={gap.comparator_n}): {amount(abs(gap.shortfall), measure)} {direction if gap.shortfall >= 0 else 'better'} "
+        f"By {gap.grouping_label}, {gap.worst_label} (n={gap.worst_n}) against {gap.comparator_label} "
+        f"(n={gap.comparator_n}) — {measure.label}{better}: {amount(gap.worst_value, measure)} against "
+        f"{amount(gap.comparator_value, measure)}, {amount(abs(gap.shortfall), measure)} {direction if gap.shortfall >= 0 else 'better'} "
         f"(95 % interval of the shortfall {interval_text(gap.shortfall_low, gap.shortfall_high, measure)}). {verdict}"
     )
 

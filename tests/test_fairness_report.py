@@ -70,6 +70,8 @@ def test_the_report_states_the_flag_in_words_with_units_and_explains_itself(gapp
     assert "How to read this report" in text
     assert "FLAGGED" in text and "so this is flagged" in text
     assert "By sex, female" in text
+    # the measure keeps its own capitals inside the sentence, and no article is guessed for it
+    assert re.search(r"By sex, female \(n=\d+\) against male \(n=\d+\) — Dice similarity of the myocardium: ", text)
     assert "percentage points" in text
     assert "complementary suppression" in text and "fewer than 10 patients" in text
     assert "no reply this round" in text
