@@ -26,10 +26,9 @@ from fairness.wire import MESSAGE_RECORD
 from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metrics
 from privacy.dp_sgd import DpSgdRequest, plan_round
 from tasks import get_task
-from tasks.base import Evaluation, TrainSettings, pick_device
+from tasks.base import MIN_CASES_IN_A_SUM, Evaluation, TrainSettings, pick_device
 from tasks.sampling import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION
 
-MIN_CASES_IN_A_SUM = 2  # a site-wide sum over fewer cases would reveal one case
 FAIRNESS_RECORD = MESSAGE_RECORD  # the evaluate reply's suppressed subgroup statistics
 
 

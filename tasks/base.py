@@ -109,16 +109,24 @@ class Task(Protocol):
     ) -> Evaluation: ...
 
 
+# A site-wide sum over fewer cases would be one case's values, so sites withhold it
+# (client.app); a site therefore validates at least this many cases where it can.
+MIN_CASES_IN_A_SUM = 2
+
+
 def _split_bucket(entry: CaseEntry) -> float:
     return int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-def validation_case_ids(entries: Iterable[CaseEntry], validation_fraction: float, minimum: int = 1) -> set[str]:
+def validation_case_ids(
+    entries: Iterable[CaseEntry], validation_fraction: float, minimum: int = MIN_CASES_IN_A_SUM
+) -> set[str]:
     """The site's validation cases: a deterministic per-case split by hash of the case id.
 
     A case stays on its side however the store grows. A site with at least twice
     ``minimum`` cases validates at least ``minimum`` of them (the lowest hashes), so
-    that every site is scored.
+    that every site is scored: case ids are salted per site at ingest, and a small
+    site could otherwise draw a single validation case, whose figures it withholds.
     """
     entries = sorted(entries, key=_split_bucket)
     chosen = {e.case_id for e in entries if _split_bucket(e) < validation_fraction}

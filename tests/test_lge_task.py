@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from cmr.attributes import SubgroupAttributes
 from cmr.labels import TissueLabel
 from cmr.store import CaseStore
 from tasks import get_task
-from tasks.base import TrainSettings, validation_case_ids
+from tasks.base import MIN_CASES_IN_A_SUM, TrainSettings, validation_case_ids
 from tasks.lge import (
     LgeClass,
     LgeScarSegmentation,
@@ -191,6 +192,15 @@ def test_cases_split_deterministically_into_training_and_validation(ring_site: C
     assert {c.entry.case_id for c in validation} == expected
     assert not expected & {c.entry.case_id for c in training}
     assert len(training) + len(validation) == len(ring_site)
+
+
+def test_a_small_site_validates_at_least_two_cases_whatever_its_salted_case_ids():
+    # Ingest salts case ids per site, so the hash split differs between installations; a
+    # site validating one case would withhold all its figures (a sum over one case).
+    for salt in range(200):
+        entries = [SimpleNamespace(case_id=f"{salt}-case-{i}") for i in range(8)]
+        chosen = validation_case_ids(entries, LgeScarSegmentation().validation_fraction)
+        assert len(chosen) >= MIN_CASES_IN_A_SUM and len(chosen) < len(entries)
 
 
 # --------------------------------------------------------------------------------------

@@ -43,10 +43,6 @@ from tasks.sampling import GROUP_BALANCED, group_balanced_sampler
 
 log = logging.getLogger(__name__)
 
-# A site's sums over a single case are withheld (they would be that case's values), so a
-# site validates at least two studies where it has four or more.
-MIN_VALIDATION_STUDIES = 2
-
 
 @dataclass(frozen=True)
 class PreparedSeries:
@@ -86,7 +82,7 @@ class MotionRobustT1Mapping:
         """(training series, validation series), split by study with the house rule of tasks.base."""
         series = self.prepared(store)
         studies = [SimpleNamespace(case_id=study) for study in sorted({s.case.study for s in series})]
-        chosen = validation_case_ids(studies, self.validation_fraction, minimum=MIN_VALIDATION_STUDIES)
+        chosen = validation_case_ids(studies, self.validation_fraction)
         return [s for s in series if s.case.study not in chosen], [s for s in series if s.case.study in chosen]
 
     def training_patients(self, store: CaseStore) -> int:
