@@ -156,7 +156,8 @@ def ledger_table(entries: list[LedgerEntry]):  # noqa: ANN201 (a rich Table)
     for heading in ("#", "recorded (UTC)", "run", "round", "outcome", "units", "steps", "q", "σ", "C",
                     "ε round", "ε total"):
         justify = "left" if heading in ("recorded (UTC)", "run", "outcome") else "right"
-        table.add_column(heading, justify=justify, overflow="fold")
+        # On a narrow terminal the other columns fold; the outcome stays one readable word.
+        table.add_column(heading, justify=justify, overflow="fold", no_wrap=heading == "outcome")
     for e in entries:
         table.add_row(
             str(e.entry), e.recorded_at.replace("T", " ").removesuffix("+00:00"), e.run_id, str(e.server_round),

@@ -289,7 +289,7 @@ def test_cmrfl_site_privacy_prints_the_ledger(tmp_path: Path):
     spend = site.record_round(plan, plan.steps, "run-a", 1)
     site.record_round(plan, plan.steps, "run-a", 2)
     reason = SitePrivacy(tmp_path, "site-01", SiteBudget(max_epsilon=spend.epsilon)).decline_over_budget(plan, "run-a", 3)
-    result = CliRunner().invoke(cli, ["site", "privacy", "--site-dir", str(tmp_path)], env={"COLUMNS": "240"})
+    result = CliRunner().invoke(cli, ["site", "privacy", "--site-dir", str(tmp_path)])  # 80 columns: no tty
     assert result.exit_code == 0, result.output
     assert result.output.count("trained") == 2 and "declined" in result.output
     assert reason in " ".join(result.output.split())
