@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import zipfile
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -74,6 +75,18 @@ class StoredCase:
 
 
 _RESERVED_ARRAY_NAMES = ("image", "mask")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` at deflate level 1 instead of its fixed level 6.
+
+    Float images barely compress: level 6 made files 15 % smaller than level 1 but
+    took 5x the time, half of all ingest time. ``np.load`` reads either.
+    """
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def content_sha256(
@@ -157,7 +170,7 @@ class CaseStore:
             temporary = array_path.with_suffix(".tmp.npz")
             arrays = {"image": image} if mask is None else {"image": image, "mask": mask}
             arrays.update(extra_arrays)
-            np.savez_compressed(temporary, **arrays)
+            _write_npz(temporary, arrays)
             temporary.replace(array_path)
             db.execute(
                 "INSERT OR REPLACE INTO cases VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
