@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -51,6 +52,9 @@ def phantom(
     seed: Annotated[int, typer.Option(help="Everything is deterministic for a seed.")] = 0,
     task: Annotated[str, typer.Option(help="lge (LGE stacks) or mapping (native and post-contrast MOLLI).")] = "lge",
     max_motion_mm: Annotated[float, typer.Option(min=0, help="mapping: motion between frames, up to this.")] = 0.0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="lge: processes writing cases side by side (default: one per core).")
+    ] = None,
 ) -> None:
     """Write synthetic multi-vendor hospitals: DICOM series, masks and a manifest per site."""
     from rich.progress import Progress
@@ -67,7 +71,10 @@ def phantom(
                 out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar), max_motion_mm=max_motion_mm
             )
         else:
-            generate_consortium(out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar))
+            generate_consortium(
+                out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar),
+                workers=workers or os.cpu_count() or 1,
+            )
     console.print(f"Wrote {sites} hospitals × {cases_per_site} cases to [bold]{out}[/]")
 
 

@@ -39,11 +39,13 @@ def consortium(tmp_path_factory):
     return out, spec
 
 
-def test_the_same_seed_writes_the_same_bytes_and_another_seed_does_not(tmp_path: Path):
+def test_the_same_seed_writes_the_same_bytes_in_one_process_or_several_and_another_seed_does_not(tmp_path: Path):
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         generate_consortium(tmp_path / name, n_sites=2, cases_per_site=2, seed=seed)
-    first, again, other = (file_digests(tmp_path / n) for n in "abc")
+    generate_consortium(tmp_path / "parallel", n_sites=2, cases_per_site=2, seed=5, workers=2)
+    first, again, other, parallel = (file_digests(tmp_path / n) for n in ("a", "b", "c", "parallel"))
     assert first == again
+    assert parallel == first  # processes finishing in any order write the same bytes
     assert set(first.values()).isdisjoint(
         v for k, v in other.items() if k.endswith(".dcm")
     )

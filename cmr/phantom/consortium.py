@@ -12,9 +12,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import multiprocessing
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from enum import IntEnum
 from pathlib import Path
 
@@ -236,6 +238,31 @@ def _manifest_text(cases: list[CaseTruth]) -> str:
     return buffer.getvalue()
 
 
+def _write_cases(
+    jobs: list[tuple], workers: int, on_case_written: Callable[[], None] | None
+) -> list[CaseTruth]:
+    """``_write_case(*job)`` for every job, in order; in ``workers`` processes when more than one.
+
+    Each case draws only from its own keyed streams, so the order in which the
+    processes finish changes nothing in what they write. Spawned, not forked: the
+    caller may already hold torch's or Ray's threads.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        truths = []
+        for job in jobs:
+            truths.append(_write_case(*job))
+            if on_case_written is not None:
+                on_case_written()
+        return truths
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_write_case, *job) for job in jobs]
+        for _ in as_completed(futures):
+            if on_case_written is not None:
+                on_case_written()
+        return [future.result() for future in futures]
+
+
 def generate_consortium(
     out_dir: Path,
     n_sites: int,
@@ -244,12 +271,14 @@ def generate_consortium(
     on_case_written: Callable[[], None] | None = None,
     *,
     subgroup_difficulty: SubgroupDifficulty | None = None,
+    workers: int = 1,
 ) -> ConsortiumSpec:
     """Write ``n_sites`` synthetic hospitals of ``cases_per_site`` LGE cases each into ``out_dir``.
 
     Layout: ``consortium.json`` (ground truth) and per site ``site-NN/dicom/<PatientID>/
     <StudyDate>_<SeriesNumber>_LGE_SAX/IM_0001.dcm…``, ``site-NN/labels/<SeriesInstanceUID>.nii.gz``
-    and ``site-NN/manifest.csv``. The same arguments always give the same bytes.
+    and ``site-NN/manifest.csv``. The same arguments always give the same bytes, with
+    any number of ``workers`` (processes writing cases side by side).
     ``subgroup_difficulty`` injects a gap for fairness benchmarks (off by default).
     """
     if n_sites < 1 or cases_per_site < 1:
@@ -257,7 +286,7 @@ def generate_consortium(
     out_dir = Path(out_dir)
     _prepare_output(out_dir)
     sites = plan_sites(n_sites, seed)
-    all_cases: list[CaseTruth] = []
+    jobs: list[tuple] = []
     for site_index, site in enumerate(sites):
         mix = site.demographics
         patients = [
@@ -267,15 +296,14 @@ def generate_consortium(
         scar_types = assign_scar_types(
             _rng(seed, 1, site_index, _Stream.SCAR_ASSIGNMENT), patients, mix.scar_type_fractions
         )
-        site_cases = []
-        for case_index, (patient, scar_type) in enumerate(zip(patients, scar_types)):
-            case = _write_case(
-                out_dir, site, site_index, case_index, cases_per_site, patient, scar_type, seed,
-                subgroup_difficulty,
-            )
-            site_cases.append(case)
-            if on_case_written is not None:
-                on_case_written()
+        jobs.extend(
+            (out_dir, site, site_index, case_index, cases_per_site, patient, scar_type, seed, subgroup_difficulty)
+            for case_index, (patient, scar_type) in enumerate(zip(patients, scar_types))
+        )
+    written = _write_cases(jobs, workers, on_case_written)
+    all_cases: list[CaseTruth] = []
+    for site_index, site in enumerate(sites):
+        site_cases = written[site_index * cases_per_site : (site_index + 1) * cases_per_site]
         (out_dir / site.site_id / "manifest.csv").write_text(_manifest_text(site_cases))
         log.info(
             "%s: %d cases, %s %s %.1f T", site.site_id, len(site_cases),
