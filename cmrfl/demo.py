@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -13,7 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cmr.ingest import ingest_site
 from cmr.phantom import generate_consortium
 from cmrfl.demo_registry import (
     check_demo_registry,
@@ -22,6 +22,7 @@ from cmrfl.demo_registry import (
     registry_lines,
     sign_demo_model,
 )
+from cmrfl.parallel_ingest import ingest_hospitals
 from cmrfl.simulation import run_simulated_federation
 from tasks.sampling import GROUP_BALANCED, mitigation_problems
 
@@ -89,29 +90,25 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         generating = progress.add_task(
             "Generating synthetic hospitals", total=settings.sites * settings.cases_per_site
         )
+        workers = os.cpu_count() or 1
         generate_consortium(
             hospitals_dir,
             n_sites=settings.sites,
             cases_per_site=settings.cases_per_site,
             seed=settings.seed,
             on_case_written=lambda: progress.advance(generating),
+            workers=workers,
         )
-        site_dirs = []
-        for hospital in sorted(p for p in hospitals_dir.iterdir() if p.is_dir()):
-            site_dir = sites_dir / hospital.name
-            ingesting = progress.add_task(f"Ingesting {hospital.name} (de-identify)", total=None)
-
-            def advance(done: int, total: int, task_id=ingesting) -> None:
-                progress.update(task_id, completed=done, total=total)
-
-            ingest_site(
-                hospital / "dicom",
-                site_dir,
-                manifest=hospital / "manifest.csv",
-                labels_dir=hospital / "labels",
-                on_progress=advance,
-            )
-            site_dirs.append(site_dir)
+        hospitals = sorted(p for p in hospitals_dir.iterdir() if p.is_dir())
+        ingesting = {
+            h.name: progress.add_task(f"Ingesting {h.name} (de-identify)", total=None) for h in hospitals
+        }
+        site_dirs = ingest_hospitals(
+            hospitals,
+            sites_dir,
+            workers,
+            on_progress=lambda name, done, total: progress.update(ingesting[name], completed=done, total=total),
+        )
 
         if not settings.compare_mitigation:
             _train(site_dirs, run_dir, settings, progress, "Federated training (rounds)", "none")

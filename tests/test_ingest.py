@@ -374,3 +374,29 @@ def test_generated_hospitals_leave_no_identifier_in_the_store(consortium):
                     if len(part) >= 5 and not (part.isdigit() and len(part) < 8)
                 )
         assert files_containing(site_dir / "store", sorted(strings)) == {}
+
+
+def test_hospitals_ingest_side_by_side_and_one_broken_hospital_fails_after_the_others(
+    small_consortium: Path, tmp_path: Path
+):
+    """The demo's parallel ingest: each hospital its own process and site folder; progress
+    reaches every hospital's total; a hospital that cannot be ingested raises, naming its
+    file, once the others are done (their stores complete)."""
+    from cmrfl.parallel_ingest import ingest_hospitals
+
+    hospitals = sorted(p for p in small_consortium.iterdir() if p.is_dir())[:2]
+    broken = tmp_path / "hospitals" / "site-09"
+    shutil.copytree(hospitals[0], broken)
+    (broken / "manifest.csv").unlink()
+    progress: dict[str, tuple[int, int]] = {}
+
+    def record(name: str, done: int, total: int) -> None:
+        progress[name] = (done, total)
+
+    with pytest.raises(FileNotFoundError, match=r"manifest not found: .*site-09"):
+        ingest_hospitals([*hospitals, broken], tmp_path / "sites", workers=2, on_progress=record)
+    for hospital in hospitals:
+        entries = CaseStore(tmp_path / "sites" / hospital.name).entries()
+        assert len(entries) == 8 and all(entry.has_mask for entry in entries)
+        done, total = progress[hospital.name]
+        assert done == total > 0
