@@ -150,6 +150,22 @@ def test_preprocessing_brings_any_stack_to_the_network_grid_and_unit_intensity()
         assert float(out["image"].min()) >= 0.0 and float(out["image"].max()) <= 1.0
 
 
+def test_unit_intensity_gives_monais_percentile_scaling_slice_by_slice():
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    from tasks.lge.data import unit_intensity
+
+    rng = np.random.default_rng(3)
+    stack = (rng.gamma(2.0, 300.0, (4, 60, 70)) * rng.uniform(0.1, 10, (4, 1, 1))).astype(np.float32)
+    stack[2] = 7.0  # a constant slice: 0 in both, no division by zero
+    monai = ScaleIntensityRangePercentiles(1.0, 99.0, 0.0, 1.0, clip=True, channel_wise=True)
+    with pytest.warns(Warning, match="Divide by zero"):  # MONAI's own warning for the constant slice
+        expected = np.asarray(monai(torch.as_tensor(stack)))
+    ours = unit_intensity(stack)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert ours.dtype == np.float32 and not ours[2].any()
+
+
 def test_preprocessed_slices_carry_their_case_id_and_attributes(ring_site: CaseStore):
     entries = {entry.case_id: entry for entry in ring_site.entries()}
     cases = preprocessed_cases(ring_site, SliceGeometry())

@@ -6,8 +6,9 @@ in task classes, its case id and its subgroup attributes. Training and
 evaluation then take single slices out of the preprocessed stacks.
 
 Preprocessing (deterministic, cached per store):
-  tissue labels → task classes (MapLabelValued)
   per-slice robust intensity scaling, 1st–99th percentile → [0, 1]
+    (``unit_intensity``, as the case dict is made)
+  tissue labels → task classes (MapLabelValued)
   in-plane resampling to a fixed pixel spacing (Spacingd; bilinear / nearest)
   centre crop or pad to a fixed size (the heart lies near the image centre)
 
@@ -21,15 +22,16 @@ labelled slices, so that a patient is one record however many slices it has.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -40,7 +42,6 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     ResizeWithPadOrCropd,
-    ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 
@@ -75,9 +76,6 @@ def preprocessing(geometry: SliceGeometry) -> Compose:
                 target_labels=[TISSUE_TO_CLASS[t] for t in tissues],
                 allow_missing_keys=True,
             ),
-            ScaleIntensityRangePercentilesd(
-                IMAGE, lower=1.0, upper=99.0, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
-            ),
             Spacingd(
                 [IMAGE, LABEL],
                 pixdim=(geometry.pixel_spacing_mm, geometry.pixel_spacing_mm),
@@ -106,6 +104,22 @@ def training_augmentation(seed: int) -> Compose:
     return augmentation
 
 
+@contextlib.contextmanager
+def untracked_augmentation() -> Iterator[None]:
+    """Augment plain tensors, without MONAI's metadata tracking, for the duration.
+
+    Training slices are never inverted, and tracking made augmenting a slice three
+    times as costly (2.9 against 1.0 ms), a third of a CPU training step. The switch
+    is process-wide: evaluation, which inverts, runs outside this block.
+    """
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
+
+
 def stack_affine(row_spacing_mm: float, column_spacing_mm: float) -> torch.Tensor:
     """Index → millimetre affine of a stack held as [slice(channel), row, col].
 
@@ -115,15 +129,31 @@ def stack_affine(row_spacing_mm: float, column_spacing_mm: float) -> torch.Tenso
     return torch.diag(torch.tensor([row_spacing_mm, column_spacing_mm, 1.0, 1.0], dtype=torch.float64))
 
 
+def unit_intensity(image: np.ndarray) -> np.ndarray:
+    """Each slice's 1st–99th percentile range → [0, 1], clipped: MONAI's
+    ScaleIntensityRangePercentiles(1, 99, 0, 1, clip=True, channel_wise=True), same values.
+
+    Written out because MONAI computes those percentiles with torch.quantile, one slice
+    at a time, which took half of all preprocessing; NumPy does every slice in one call,
+    6x faster. A constant slice becomes 0, as in MONAI.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    low, high = np.percentile(image, (1.0, 99.0), axis=(1, 2), keepdims=True).astype(np.float32)
+    span = high - low
+    scaled = (image - low) / np.where(span > 0, span, 1.0)
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
 def case_dict(
     image: np.ndarray,
     spacing_mm: Sequence[float],
     mask: np.ndarray | None = None,
     entry: CaseEntry | None = None,
 ) -> dict:
-    """A MONAI case dict: stack as [slice, row, col] MetaTensor, mask, id, attributes."""
+    """A MONAI case dict: stack as [slice, row, col] MetaTensor scaled to [0, 1] slice by slice,
+    mask, id, attributes."""
     affine = stack_affine(float(spacing_mm[0]), float(spacing_mm[1]))
-    data: dict = {IMAGE: MetaTensor(torch.as_tensor(np.asarray(image, dtype=np.float32)), affine=affine)}
+    data: dict = {IMAGE: MetaTensor(torch.as_tensor(unit_intensity(image)), affine=affine)}
     if mask is not None:
         data[LABEL] = MetaTensor(torch.as_tensor(np.asarray(mask, dtype=np.uint8)), affine=affine.clone())
     if entry is not None:

@@ -57,13 +57,22 @@ def probabilities_on_original_grid(
     return restored.reshape(n_slices, n_classes, *restored.shape[1:])
 
 
+def most_probable_class(probabilities: torch.Tensor) -> np.ndarray:
+    """uint8 [slice, row, col]: the class of highest probability in [slice, class, row, col].
+
+    ``max(dim).indices``, not ``argmax``: the same first-maximum index, but on the CPU
+    argmax over a non-innermost dimension took 47 ms a stack against 5, a third of a
+    site's evaluation.
+    """
+    return probabilities.max(dim=1).indices.to(torch.uint8).numpy()
+
+
 def predict_classes(
     model: torch.nn.Module, preprocessed_image: MetaTensor, geometry: SliceGeometry, device: torch.device
 ) -> np.ndarray:
     """LGE classes (uint8 [slice, row, col], original grid) for a preprocessed stack."""
     probabilities = torch.softmax(slice_logits(model, preprocessed_image.as_tensor(), device), dim=1)
-    restored = probabilities_on_original_grid(probabilities, preprocessed_image, geometry)
-    return restored.argmax(dim=1).to(torch.uint8).numpy()
+    return most_probable_class(probabilities_on_original_grid(probabilities, preprocessed_image, geometry))
 
 
 def predict_stack(

@@ -30,8 +30,15 @@ from tasks.lge.data import (
     SliceGeometry,
     preprocessed_cases,
     training_augmentation,
+    untracked_augmentation,
 )
-from tasks.lge.inference import autocast_for, predict_stack, probabilities_on_original_grid, slice_logits
+from tasks.lge.inference import (
+    autocast_for,
+    most_probable_class,
+    predict_stack,
+    probabilities_on_original_grid,
+    slice_logits,
+)
 from tasks.lge.loss import DEFAULT_CLASS_WEIGHTS, per_slice_segmentation_loss, segmentation_loss
 from tasks.lge.metrics import METRIC_NAMES, SUMMARY_METRICS, case_metrics, nan_mean
 from tasks.lge.network import build_unet
@@ -152,24 +159,25 @@ class LgeScarSegmentation:
 
         steps, examples_seen, loss_total, loss_steps = 0, 0, 0.0, 0
         try:
-            for batch in _batches(loader, epochs, max_steps):
-                images, labels = _images_and_labels(batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                if private is not None and images.shape[0] == 0:  # Poisson sampling drew nobody
-                    private.noise_only_step()
-                    continue
-                with precision():
-                    data_loss = loss_function(model(images), labels)
-                loss = data_loss if private is not None else data_loss.float()
-                if settings.proximal_mu > 0 and private is None:
-                    loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                examples_seen += images.shape[0]
-                loss_total += float(data_loss.detach())
-                loss_steps += 1
+            with untracked_augmentation():  # the loader augments as it yields
+                for batch in _batches(loader, epochs, max_steps):
+                    images, labels = _images_and_labels(batch, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    steps += 1
+                    if private is not None and images.shape[0] == 0:  # Poisson sampling drew nobody
+                        private.noise_only_step()
+                        continue
+                    with precision():
+                        data_loss = loss_function(model(images), labels)
+                    loss = data_loss if private is not None else data_loss.float()
+                    if settings.proximal_mu > 0 and private is None:
+                        loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    examples_seen += images.shape[0]
+                    loss_total += float(data_loss.detach())
+                    loss_steps += 1
             if private is not None and not private.accounted_steps == steps == plan.steps:
                 raise RuntimeError(
                     f"DP-SGD planned {plan.steps} steps, took {steps}, Opacus accounted {private.accounted_steps}"
@@ -211,7 +219,7 @@ class LgeScarSegmentation:
             logits = slice_logits(model, case.image.as_tensor(), device)
             losses.append(float(loss_function(logits[labelled], case.label[labelled, None].long())))
             restored = probabilities_on_original_grid(torch.softmax(logits, dim=1), case.image, self.geometry)
-            predicted = restored.argmax(dim=1).to(torch.uint8).numpy()
+            predicted = most_probable_class(restored)
             reference = tissue_to_class(store.load(case.entry).mask)
             entry = case.entry
             metrics, calls = case_metrics(
