@@ -95,3 +95,22 @@ def test_resume_continues_after_the_last_completed_round(ingested_sites: list[Pa
     assert [entry["round"] for entry in summary["rounds_detail"]] == [1, 2, 3]
     kept = summary["rounds_detail"][0]["evaluate"]["global"]["dice-myocardium"]
     assert kept == first_round["evaluate"]["global"]["dice-myocardium"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "sites", "actors", "threads"),
+    [(2, 1, 1, 2), (2, 2, 2, 1), (2, 3, 3, 1), (2, 7, 4, 1), (8, 3, 3, 2)],
+)
+def test_every_site_gets_its_own_actor_up_to_two_per_core_and_a_share_of_the_cores(monkeypatch, cores, sites, actors, threads):
+    """Three sites on two cores train at once (no second wave); Ray must fit the actors."""
+    from cmrfl import simulation
+
+    monkeypatch.setattr(simulation.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(simulation.torch.cuda, "device_count", lambda: 0)
+    config = simulation.backend_config_for(sites)
+    per_site = config["client_resources"]["num_cpus"]
+    assert config["init_args"]["num_cpus"] == cores
+    # Flower's actor pool: int(node CPUs / per-site CPUs); Ray: CPUs in units of 1/10000.
+    assert int(cores / per_site) == actors
+    assert round(per_site * 10_000) * actors <= cores * 10_000
+    assert max(math.floor(per_site), 1) == threads  # Ray's OMP_NUM_THREADS for the actor
