@@ -5,6 +5,12 @@ over the site's cases) leave the site; per-case records stay in the site folder.
 With DP-SGD (run config ``dp-sgd``) the site plans the round, checks it against its
 own privacy budget (site.toml ``[privacy]``) and either declines with a Flower Error
 reply that says why, or trains and records the spend in its ledger (privacy/).
+
+Under a SuperNode every message starts a fresh ClientApp process, and most messages
+of a SecAgg+ round are key exchanges that need neither torch nor the task. So this
+module imports torch, MONAI and Opacus (through tasks/ and privacy.dp_sgd) only in
+the functions that train or evaluate: a key-exchange process starts in under a
+second instead of four.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -24,15 +31,18 @@ from fairness.site import fairness_statistics_to_send
 from fairness.suppression import SUPPRESSION_THRESHOLD_KEY
 from fairness.wire import MESSAGE_RECORD
 from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metrics
-from privacy.dp_sgd import DpSgdRequest, plan_round
-from tasks import get_task
-from tasks.base import MIN_CASES_IN_A_SUM, Evaluation, TrainSettings, pick_device
-from tasks.sampling import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION
+
+if TYPE_CHECKING:
+    from privacy.dp_sgd import DpSgdRequest
+    from tasks.base import Evaluation, TrainSettings
 
 FAIRNESS_RECORD = MESSAGE_RECORD  # the evaluate reply's suppressed subgroup statistics
 
 
 def settings_from(config: ConfigRecord) -> TrainSettings:
+    from tasks.base import TrainSettings
+    from tasks.sampling import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION
+
     return TrainSettings(
         local_epochs=int(config["local-epochs"]),
         batch_size=int(config["batch-size"]),
@@ -49,6 +59,8 @@ def dp_sgd_request_from(config: ConfigRecord) -> DpSgdRequest | None:
     """The run's DP-SGD settings (server.config's dp-sgd-* keys); None when DP-SGD is off."""
     if not bool(config.get("dp-sgd", False)):
         return None
+    from privacy.dp_sgd import DpSgdRequest
+
     return DpSgdRequest(
         max_grad_norm=float(config["dp-sgd-max-grad-norm"]),
         delta=float(config["dp-sgd-delta"]),
@@ -69,6 +81,8 @@ def evaluation_metrics(evaluation: Evaluation, metric_names: tuple[str, ...]) ->
     like an undefined one. These site-wide figures carry no subgroup attribute; the
     subgroup statistics have their own, larger threshold (fairness/suppression.py).
     """
+    from tasks.base import MIN_CASES_IN_A_SUM
+
     metrics: dict[str, float] = {"num-examples": float(evaluation.num_examples)}
     for name in metric_names:
         values = [r.metrics[name] for r in evaluation.records if math.isfinite(r.metrics.get(name, math.nan))]
@@ -93,6 +107,9 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
     app = ClientApp(mods=[egress_log_mod(site_dir_of), *SITE_MODS])
 
     def prepare(msg: Message, context: Context):
+        from tasks import get_task
+        from tasks.base import pick_device
+
         config = msg.content["config"]
         site = resolve_site(dict(context.node_config), simulated_site_dirs)
         task = get_task(str(config["task"]))
@@ -110,6 +127,8 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
         if request is None:
             declined = site_privacy.decline_without_dp(run_id, server_round)
         else:
+            from privacy.dp_sgd import plan_round
+
             plan = plan_round(
                 request, task.training_patients(site.store), settings.batch_size,
                 settings.local_epochs, settings.max_steps,

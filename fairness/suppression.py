@@ -41,7 +41,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from fairness.spec import AuditSpec
 from fairness.statistics import (
@@ -203,6 +202,9 @@ def small_isolated_set(
     atoms = [(atom, n) for atom, n in stats.atoms.items() if n > 0]
     if not atoms or not figures or threshold <= 1:
         return None
+    # Here, not at the top: every ClientApp process imports this module, most never audit.
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
     membership = np.array([[1.0 if atom.counted_by(g, i) else 0.0 for g, i in figures] for atom, _ in atoms])
     n_atoms, n_figures = membership.shape
     # Variables: x (one 0/1 per atom), then y (one real coefficient per figure).

@@ -20,11 +20,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from privacy.accounting import epsilon_spent
-from privacy.dp_sgd import PrivateRoundPlan
 from privacy.ledger import DECLINED, TRAINED, LedgerEntry, PrivacyLedger
+
+if TYPE_CHECKING:  # not at run time: privacy.dp_sgd imports torch, and a site's key-exchange
+    from privacy.dp_sgd import PrivateRoundPlan  # messages load this module without it
 
 # The Error code of a ClientApp reply that declines a round for the site's budget
 # (Flower's own codes are 0-8).
