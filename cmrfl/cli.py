@@ -136,7 +136,7 @@ def demo(
     cases_per_site: Annotated[
         int, typer.Option(min=4, help="Patients per hospital (60: enough for the fairness audit to compare groups).")
     ] = 60,
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),

@@ -45,3 +45,18 @@ def test_ingest_of_a_missing_folder_names_it(tmp_path: Path):
     result = runner.invoke(app, ["site", "ingest", str(missing), "--site-dir", str(tmp_path / "s")])
     assert result.exit_code != 0
     assert "no-such-folder" in result.output
+
+
+def test_cmrfl_demo_defaults_are_the_demo_settings_defaults():
+    """The CLI spells out its defaults for --help; they must not drift from DemoSettings'
+    (the demo once ran 20 rounds from the command line and 10 from Python)."""
+    import dataclasses
+    import inspect
+
+    from cmrfl.cli import demo
+    from cmrfl.demo import DemoSettings
+
+    settings = {field.name: field.default for field in dataclasses.fields(DemoSettings)}
+    renamed = {"epsilon": "target_epsilon"}
+    for name, parameter in inspect.signature(demo).parameters.items():
+        assert parameter.default == settings[renamed.get(name, name)], name
