@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import make_sites, save  # noqa: E402
-from cmrfl.local_deployment import LocalFederation  # noqa: E402
+from benchmarks._common import make_sites, save
+from cmrfl.local_deployment import LocalFederation
 
 
 def main() -> None:
@@ -64,7 +64,12 @@ def main() -> None:
     print(f"wall time {seconds:.1f} s for {args.rounds} rounds on {args.sites} SuperNodes (device={args.device})")
     save(
         f"deployment_run_{args.device}",
-        {"settings": vars(args), "final": summary["final"], "train_slices_per_second": throughput, "wall_seconds": seconds},
+        {
+            "settings": vars(args),
+            "final": summary["final"],
+            "train_slices_per_second": throughput,
+            "wall_seconds": seconds,
+        },
     )
 
 

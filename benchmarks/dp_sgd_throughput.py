@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import make_sites, save  # noqa: E402
-from cmr.store import CaseStore  # noqa: E402
-from privacy.dp_sgd import GRAD_SAMPLE_MODES, DpSgdRequest, plan_round  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.base import TrainSettings, pick_device  # noqa: E402
+from benchmarks._common import make_sites, save
+from cmr.store import CaseStore
+from privacy.dp_sgd import GRAD_SAMPLE_MODES, DpSgdRequest, plan_round
+from tasks import get_task
+from tasks.base import TrainSettings, pick_device
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -61,14 +61,18 @@ def probe_expanded_weights(device: torch.device) -> str:
     model = get_task("lge").build_model().to(device)
     data = TensorDataset(torch.rand(4, 1, 128, 128), torch.randint(0, 3, (4, 128, 128)))
     try:
-        module, optimizer, loader = PrivacyEngine().make_private(
-            module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), data_loader=DataLoader(data, 2),
-            noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="ew",
+        module, optimizer, _ = PrivacyEngine().make_private(
+            module=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            data_loader=DataLoader(data, 2),
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+            grad_sample_mode="ew",
         )
         images, labels = next(iter(DataLoader(data, 2)))
         torch.nn.functional.cross_entropy(module(images.to(device)), labels.to(device)).backward()
         optimizer.step()
-    except Exception as failure:  # noqa: BLE001 (the failure is the finding)
+    except Exception as failure:
         return f"unsupported: {type(failure).__name__}: {failure}"
     return "ran"
 
@@ -105,8 +109,10 @@ def main() -> None:
         expanded_weights = probe_expanded_weights(device)
 
     baseline = figures["non-private"]
-    print(f"device {device}, {torch.get_num_threads()} threads, {patients} training patients, "
-          f"batch {args.batch_size}, {args.steps} steps, best of {args.repeats}")
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, {patients} training patients, "
+        f"batch {args.batch_size}, {args.steps} steps, best of {args.repeats}"
+    )
     for name, rate in figures.items():
         print(f"{name:>20}: {rate:8.1f} slices/s   ({rate / baseline:.2f} × non-private)")
     print(f"{'dp-sgd/ew':>20}: {expanded_weights}")

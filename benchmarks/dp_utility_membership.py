@@ -61,14 +61,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import make_sites, save  # noqa: E402
-from cmr.store import CaseStore  # noqa: E402
-from cmrfl.simulation import run_simulated_federation  # noqa: E402
-from privacy.ledger import TRAINED, PrivacyLedger  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.lge.data import PreprocessedCase  # noqa: E402
-from tasks.lge.inference import slice_logits  # noqa: E402
-from tasks.lge.loss import per_slice_segmentation_loss, segmentation_loss  # noqa: E402
+from benchmarks._common import make_sites, save
+from cmr.store import CaseStore
+from cmrfl.simulation import run_simulated_federation
+from privacy.ledger import TRAINED, PrivacyLedger
+from tasks import get_task
+from tasks.lge.data import PreprocessedCase
+from tasks.lge.inference import slice_logits
+from tasks.lge.loss import per_slice_segmentation_loss, segmentation_loss
 
 warnings.filterwarnings("ignore", message="Full backward hook is firing")
 warnings.filterwarnings("ignore", message="Secure RNG turned off")
@@ -217,7 +217,7 @@ def roc_auc(member_scores: np.ndarray, non_member_scores: np.ndarray) -> float:
 
     scores = torch.as_tensor(np.concatenate([member_scores, non_member_scores]), dtype=torch.float64)
     labels = torch.cat([torch.ones(len(member_scores)), torch.zeros(len(non_member_scores))])
-    return float(compute_roc_auc(scores, labels))
+    return float(np.asarray(compute_roc_auc(scores, labels)))
 
 
 def within_site_auc(
@@ -235,8 +235,12 @@ def within_site_auc(
 
 
 def attack(
-    members: np.ndarray, member_sites: np.ndarray, non_members: np.ndarray, non_member_sites: np.ndarray,
-    bootstrap: int, seed: int,
+    members: np.ndarray,
+    member_sites: np.ndarray,
+    non_members: np.ndarray,
+    non_member_sites: np.ndarray,
+    bootstrap: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Loss-threshold attack, score −loss: AUC (pooled, and within sites), bootstrap 95 % intervals
     (cases resampled within each site and group), and the best threshold's TPR − FPR."""
@@ -246,7 +250,9 @@ def attack(
     rng = np.random.default_rng(seed)
 
     def resample(sites: np.ndarray) -> np.ndarray:
-        return np.concatenate([rng.choice(np.flatnonzero(sites == s), int((sites == s).sum())) for s in np.unique(sites)])
+        return np.concatenate(
+            [rng.choice(np.flatnonzero(sites == s), int((sites == s).sum())) for s in np.unique(sites)]
+        )
 
     pooled, within = [], []
     for _ in range(bootstrap):
@@ -327,8 +333,13 @@ def membership(
 
 
 def one_run(
-    args: argparse.Namespace, task, label: str, dp: tuple[str, float] | None, root: Path,
-    site_dirs: list[Path], fresh_dirs: list[Path],
+    args: argparse.Namespace,
+    task,
+    label: str,
+    dp: tuple[str, float] | None,
+    root: Path,
+    site_dirs: list[Path],
+    fresh_dirs: list[Path],
 ) -> dict[str, Any]:
     """One federated run (dp: None, ("epsilon", target ε) or ("sigma", noise multiplier)), then the attack."""
     epsilon = dp[1] if dp and dp[0] == "epsilon" else None
@@ -342,7 +353,7 @@ def one_run(
     result: dict[str, Any] = {"target_epsilon": epsilon, "noise_multiplier": sigma, "run_config": config}
     try:
         run_simulated_federation(copies, config, flower_log=run_dir / "flower.log")
-    except Exception as failure:  # noqa: BLE001 (a failed run is a finding, reported as such)
+    except Exception as failure:
         result["error"] = f"{type(failure).__name__}: {failure}"
         result["traceback"] = traceback.format_exc()
     result["wall_seconds"] = time.perf_counter() - started
@@ -376,7 +387,10 @@ def fmt(value: Any, spec: str = ".3f") -> str:
 
 def print_tables(results: dict[str, dict[str, Any]], delta: float) -> None:
     print("\n(c) utility: final global model on the sites' validation cases")
-    print(f"{'run':<10}{'Dice myo':>10}{'Dice scar':>11}{'burden err':>12}{'wall s':>9}   ε spent per site (ledger)   σ per site")
+    print(
+        f"{'run':<10}{'Dice myo':>10}{'Dice scar':>11}{'burden err':>12}{'wall s':>9}"
+        "   ε spent per site (ledger)   σ per site"
+    )
     for label, result in results.items():
         if "utility" not in result:
             print(f"{label:<10}  FAILED: {result.get('error')}")
@@ -387,7 +401,8 @@ def print_tables(results: dict[str, dict[str, Any]], delta: float) -> None:
         sigma = ", ".join(f"{fmt(s['noise_multiplier'], '.2f')}" for s in spent.values()) or "–"
         print(
             f"{label:<10}{fmt(overall['dice_myocardium']):>10}{fmt(overall['dice_scar']):>11}"
-            f"{fmt(overall['scar_burden_abs_error_percent'], '.2f'):>12}{result['wall_seconds']:>9.0f}   {eps:<27} {sigma}"
+            f"{fmt(overall['scar_burden_abs_error_percent'], '.2f'):>12}{result['wall_seconds']:>9.0f}"
+            f"   {eps:<27} {sigma}"
         )
         if result.get("error") or result.get("failures"):
             print(f"{'':<10}  problem: {result.get('error') or ''} failures: {len(result.get('failures', []))}")
@@ -425,14 +440,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="federated rounds (the demo's 20)")
     parser.add_argument("--epsilons", default="1,3,8", help="target ε per site for the whole run, comma-separated")
     parser.add_argument("--noise-multipliers", default="", help="extra DP runs with an explicit σ (no target ε)")
-    parser.add_argument("--max-local-steps", type=int, default=0, help="cap on local steps per round, all runs (0: none)")
+    parser.add_argument(
+        "--max-local-steps", type=int, default=0, help="cap on local steps per round, all runs (0: none)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--extra-cases", type=int, default=8, help="fresh non-member cases per site (0: none)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AUC interval")
     parser.add_argument("--no-dp-baseline", action="store_true", help="skip the run without DP-SGD")
     parser.add_argument("--no-secure-aggregation", action="store_true", help="the demo uses SecAgg+; this turns it off")
     parser.add_argument("--workdir", type=Path, default=None, help="keep sites and runs here (default: a temp folder)")
-    parser.add_argument("--name", default="dp_utility_membership", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument(
+        "--name", default="dp_utility_membership", help="results file name (benchmarks/results/NAME.json)"
+    )
     args = parser.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
     sigmas = [float(s) for s in args.noise_multipliers.split(",") if s.strip()]
@@ -443,12 +462,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = args.workdir or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        print(f"[{time.strftime('%H:%M:%S')}] generating and ingesting {args.sites} × {args.cases} cases "
-              f"(+ {args.extra_cases} fresh per site) in {root}", flush=True)
+        print(
+            f"[{time.strftime('%H:%M:%S')}] generating and ingesting {args.sites} × {args.cases} cases "
+            f"(+ {args.extra_cases} fresh per site) in {root}",
+            flush=True,
+        )
         site_dirs = make_sites(root / "consortium", args.sites, args.cases, args.seed)
         fresh_dirs = (
             make_fresh_sites(root / "fresh", args.sites, args.cases, args.extra_cases, args.seed)
-            if args.extra_cases > 0 else []
+            if args.extra_cases > 0
+            else []
         )
         data_seconds = time.perf_counter() - started
         plan = (
@@ -473,8 +496,10 @@ def main() -> None:
         args.name,
         {
             "settings": {
-                **vars(args), "workdir": str(args.workdir) if args.workdir else None,
-                "epsilons": epsilons, "noise_multipliers": sigmas,
+                **vars(args),
+                "workdir": str(args.workdir) if args.workdir else None,
+                "epsilons": epsilons,
+                "noise_multipliers": sigmas,
             },
             "split": split,
             "non_members": {

@@ -44,13 +44,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import save  # noqa: E402
-from cmr.phantom import SubgroupDifficulty  # noqa: E402
-from fairness.audit import audit_round  # noqa: E402
-from fairness.run_store import RoundStatistics  # noqa: E402
-from fairness.site import fairness_statistics_to_send  # noqa: E402
-from fairness.spec import LGE_AUDIT_SPEC, Tolerances  # noqa: E402
-from fairness.wire import decode  # noqa: E402
+from benchmarks._common import save
+from cmr.phantom import SubgroupDifficulty
+from fairness.audit import audit_round
+from fairness.run_store import RoundStatistics
+from fairness.settings import Tolerances
+from fairness.site import fairness_statistics_to_send
+from fairness.wire import statistics_from_document
+from tasks.lge.audit import LGE_AUDIT_SPEC
 
 # The generator's own defaults (wall × 0.8, noise up: SNR × 0.7, scar contrast kept). In a
 # pilot with the fixed model they lowered women's myocardium Dice by about 0.09 on top of the
@@ -103,7 +104,8 @@ def train_model(args, scratch: Path) -> dict:
     torch.manual_seed(args.train_seed)
     model = task.build_model()
     outcome = task.train(
-        model, pooled,
+        model,
+        pooled,
         TrainSettings(local_epochs=args.epochs, batch_size=8, learning_rate=0.002, seed=args.train_seed),
         torch.device("cpu"),
     )
@@ -120,9 +122,15 @@ def evaluate_consortium(job: tuple) -> dict:
 
     torch.set_num_threads(1 if args.workers > 1 else torch.get_num_threads())
     difficulty = (
-        SubgroupDifficulty("sex", "female", wall_thickness_scale=args.wall_scale, snr_scale=args.snr_scale,
-                           scar_contrast_scale=args.scar_contrast_scale)
-        if gap else None
+        SubgroupDifficulty(
+            "sex",
+            "female",
+            wall_thickness_scale=args.wall_scale,
+            snr_scale=args.snr_scale,
+            scar_contrast_scale=args.scar_contrast_scale,
+        )
+        if gap
+        else None
     )
     base = get_task("lge")
     everything = dataclasses.replace(base, validation_fraction=1.0)  # a held-out model: score every case
@@ -145,31 +153,43 @@ def audit_outcome(by_site: dict, cases: str, threshold: int, tolerances: Toleran
     sites = {}
     for site_id, (records, validation) in by_site.items():
         chosen = records if cases == "all" else [r for r in records if r.case_id in validation]
-        wire = fairness_statistics_to_send(chosen, {"fairness-suppression-threshold": threshold}, "lge", site_id)
-        sites[site_id] = decode(wire, site_id)
+        document = fairness_statistics_to_send(chosen, LGE_AUDIT_SPEC, threshold, site_id)
+        sites[site_id] = statistics_from_document(document, site_id)
     audit = audit_round(RoundStatistics(1, sites), LGE_AUDIT_SPEC, tolerances)
     flags = [g for g in audit.gaps if g.flagged]
     women = [g for g in flags if g.grouping == "sex" and g.worst_group == "sex=female"]
     injected = [g for g in women if g.measure == "dice_myocardium"]
-    sex_gap = next((g for g in audit.gaps if g.grouping == "sex" and g.measure == "dice_myocardium"
-                    and g.comparison == "worst vs rest"), None)
+    sex_gap = next(
+        (
+            g
+            for g in audit.gaps
+            if g.grouping == "sex" and g.measure == "dice_myocardium" and g.comparison == "worst vs rest"
+        ),
+        None,
+    )
     return {
         "any_flag": bool(flags),
         "flag_by_sex": any(g.grouping == "sex" for g in flags),
         "women_flagged": bool(women),  # any measure (scar Dice has a natural sex gap in the phantom)
         "women_flagged_myocardium": bool(injected),  # the measure the injected difficulty targets
-        "flags": [f"{g.grouping}: {g.worst_group} {g.measure} ({g.comparison}, shortfall {g.shortfall:.3f})"
-                  for g in flags],
+        "flags": [
+            f"{g.grouping}: {g.worst_group} {g.measure} ({g.comparison}, shortfall {g.shortfall:.3f})" for g in flags
+        ],
         "gaps_examined": len(audit.gaps),
-        "sex_dice_gap_audited": None if sex_gap is None else {
-            "worst_group": sex_gap.worst_group, "worst_value": sex_gap.worst_value,
-            "shortfall": sex_gap.shortfall, "low": sex_gap.shortfall_low, "flag_low": sex_gap.flag_low,
+        "sex_dice_gap_audited": None
+        if sex_gap is None
+        else {
+            "worst_group": sex_gap.worst_group,
+            "worst_value": sex_gap.worst_value,
+            "shortfall": sex_gap.shortfall,
+            "low": sex_gap.shortfall_low,
+            "flag_low": sex_gap.flag_low,
         },
     }
 
 
 def records_gap(by_site: dict, cases: str) -> dict:
-    values = {"female": [], "male": []}
+    values: dict[str, list[float]] = {"female": [], "male": []}
     for records, validation in by_site.values():
         for record in records:
             if cases == "all" or record.case_id in validation:
@@ -177,9 +197,13 @@ def records_gap(by_site: dict, cases: str) -> dict:
                 if record.attributes.sex in values and math.isfinite(value):
                     values[record.attributes.sex].append(value)
     means = {sex: float(np.mean(v)) if v else math.nan for sex, v in values.items()}
-    return {"n_female": len(values["female"]), "n_male": len(values["male"]),
-            "dice_female": means["female"], "dice_male": means["male"],
-            "dice_gap_male_minus_female": means["male"] - means["female"]}
+    return {
+        "n_female": len(values["female"]),
+        "n_male": len(values["male"]),
+        "dice_female": means["female"],
+        "dice_male": means["male"],
+        "dice_gap_male_minus_female": means["male"] - means["female"],
+    }
 
 
 def main() -> None:
@@ -187,7 +211,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20, help="consortia per condition (with and without the gap)")
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--cases", type=int, default=24)
-    parser.add_argument("--model", type=Path, help="state dict (.pt; final_model.pt of a run works) instead of training")
+    parser.add_argument(
+        "--model", type=Path, help="state dict (.pt; final_model.pt of a run works) instead of training"
+    )
     parser.add_argument("--epochs", type=int, default=15, help="training epochs of the fixed model")
     parser.add_argument("--train-seed", type=int, default=1000)
     parser.add_argument("--seed-offset", type=int, default=0, help="first consortium seed")
@@ -215,11 +241,20 @@ def main() -> None:
 
     def collect(result: dict) -> None:
         for setting, (cases, threshold) in settings.items():
-            outcomes.append({"seed": result["seed"], "gap": result["gap"], "setting": setting,
-                             **audit_outcome(result["sites"], cases, threshold, tolerances),
-                             **records_gap(result["sites"], cases)})
-        print(f"  seed {result['seed']:>3} {'gap   ' if result['gap'] else 'no gap'} done "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
+            outcomes.append(
+                {
+                    "seed": result["seed"],
+                    "gap": result["gap"],
+                    "setting": setting,
+                    **audit_outcome(result["sites"], cases, threshold, tolerances),
+                    **records_gap(result["sites"], cases),
+                }
+            )
+        print(
+            f"  seed {result['seed']:>3} {'gap   ' if result['gap'] else 'no gap'} done "
+            f"({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
@@ -232,22 +267,32 @@ def main() -> None:
     summary = summarise(outcomes, settings)
     seconds = time.perf_counter() - started
     print(f"\n{len(jobs)} consortia in {seconds:.0f} s")
-    save(args.name, {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "subgroup_difficulty": {"attribute": "sex", "group": "female", "wall_thickness_scale": args.wall_scale,
-                                "snr_scale": args.snr_scale, "scar_contrast_scale": args.scar_contrast_scale},
-        "tolerances": tolerances.to_run_config(LGE_AUDIT_SPEC),
-        "summary": summary,
-        "runs": outcomes,
-        "wall_seconds": seconds,
-    })
+    save(
+        args.name,
+        {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "subgroup_difficulty": {
+                "attribute": "sex",
+                "group": "female",
+                "wall_thickness_scale": args.wall_scale,
+                "snr_scale": args.snr_scale,
+                "scar_contrast_scale": args.scar_contrast_scale,
+            },
+            "tolerances": tolerances.to_run_config(LGE_AUDIT_SPEC),
+            "summary": summary,
+            "runs": outcomes,
+            "wall_seconds": seconds,
+        },
+    )
 
 
 def summarise(outcomes: list[dict], settings: dict) -> dict:
     """Rates per setting, printed as a table."""
     summary = {}
-    print(f"\n{'setting':<40}{'gap: ♀ flagged (myo / any)':>28}{'no gap: ♀ myo':>15}{'any flag':>10}"
-          f"{'Dice ♀ / ♂ (gap)':>26}{'no gap: ♀ / ♂':>18}")
+    print(
+        f"\n{'setting':<40}{'gap: ♀ flagged (myo / any)':>28}{'no gap: ♀ myo':>15}{'any flag':>10}"
+        f"{'Dice ♀ / ♂ (gap)':>26}{'no gap: ♀ / ♂':>18}"
+    )
     for setting in settings:
         with_gap = [o for o in outcomes if o["setting"] == setting and o["gap"]]
         without = [o for o in outcomes if o["setting"] == setting and not o["gap"]]
@@ -270,12 +315,14 @@ def summarise(outcomes: list[dict], settings: dict) -> dict:
             "runs_where_sex_could_be_compared": sum(o["sex_dice_gap_audited"] is not None for o in with_gap),
         }
         summary[setting] = row
-        print(f"{setting:<40}{row['flag_rate_with_gap_women_myocardium_dice']:>20.0%} / "
-              f"{row['flag_rate_with_gap_women']:<5.0%}{row['false_flag_rate_without_gap_women_myocardium_dice']:>15.0%}"
-              f"{row['flag_rate_without_gap_any']:>10.0%}"
-              f"{row['mean_dice_female_with_gap']:>12.3f} / {row['mean_dice_male_with_gap']:.3f} "
-              f"({row['mean_dice_gap_with_gap']:+.3f})"
-              f"{row['mean_dice_female_without_gap']:>9.3f} / {row['mean_dice_male_without_gap']:.3f}")
+        print(
+            f"{setting:<40}{row['flag_rate_with_gap_women_myocardium_dice']:>20.0%} / "
+            f"{row['flag_rate_with_gap_women']:<5.0%}{row['false_flag_rate_without_gap_women_myocardium_dice']:>15.0%}"
+            f"{row['flag_rate_without_gap_any']:>10.0%}"
+            f"{row['mean_dice_female_with_gap']:>12.3f} / {row['mean_dice_male_with_gap']:.3f} "
+            f"({row['mean_dice_gap_with_gap']:+.3f})"
+            f"{row['mean_dice_female_without_gap']:>9.3f} / {row['mean_dice_male_without_gap']:.3f}"
+        )
     return summary
 
 

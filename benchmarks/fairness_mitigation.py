@@ -35,14 +35,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import save  # noqa: E402
-from cmr.phantom import SubgroupDifficulty  # noqa: E402
+from benchmarks._common import save
+from cmr.phantom import SubgroupDifficulty
 
 # As in benchmarks/fairness_gap_detection.py: the generator's defaults, about three times
 # the 0.05 tolerance on women's myocardium Dice on top of the phantom's natural sex gap.
@@ -56,7 +57,9 @@ CONTROL = "none, reseeded"
 SEXES = ("female", "male")
 
 
-def make_sites(root: Path, sites: int, cases: int, seed: int, difficulty: SubgroupDifficulty) -> tuple[list[Path], dict]:
+def make_sites(
+    root: Path, sites: int, cases: int, seed: int, difficulty: SubgroupDifficulty
+) -> tuple[list[Path], dict]:
     """Generate and ingest a consortium; (site folders, each site's intended male fraction)."""
     from cmr.ingest import ingest_site
     from cmr.phantom import generate_consortium
@@ -99,7 +102,7 @@ def sex_mix(site_dirs: list[Path], male_fraction: dict) -> dict:
 
 def group_summary(records) -> dict:
     """Women's and men's mean myocardium Dice, the worst group, the gap (men − women), overall."""
-    values = {sex: [] for sex in SEXES}
+    values: dict[str, list[float]] = {sex: [] for sex in SEXES}
     everyone = []
     for record in records:
         value = record.metrics.get("dice_myocardium", math.nan)
@@ -176,33 +179,50 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=24, help="patients per site")
     parser.add_argument("--train-seed", type=int, default=0, help="run-config seed (initial model, batches)")
     parser.add_argument("--attribute", default="sex", help="fairness-balance-attribute")
-    parser.add_argument("--held-out-cases", type=int, default=24, help="patients per site of the held-out consortium (0: none)")
+    parser.add_argument(
+        "--held-out-cases", type=int, default=24, help="patients per site of the held-out consortium (0: none)"
+    )
     parser.add_argument("--held-out-seed", type=int, default=5000)
     parser.add_argument("--wall-scale", type=float, default=WALL_SCALE)
     parser.add_argument("--snr-scale", type=float, default=SNR_SCALE)
     parser.add_argument("--scar-contrast-scale", type=float, default=SCAR_CONTRAST_SCALE)
-    parser.add_argument("--control", action=argparse.BooleanOptionalAction, default=True,
-                        help="also rerun without mitigation under another run seed (chance alone)")
+    parser.add_argument(
+        "--control",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also rerun without mitigation under another run seed (chance alone)",
+    )
     parser.add_argument("--name", default="fairness_mitigation", help="results file name")
     args = parser.parse_args()
-    difficulty = SubgroupDifficulty("sex", "female", wall_thickness_scale=args.wall_scale,
-                                    snr_scale=args.snr_scale, scar_contrast_scale=args.scar_contrast_scale)
+    difficulty = SubgroupDifficulty(
+        "sex",
+        "female",
+        wall_thickness_scale=args.wall_scale,
+        snr_scale=args.snr_scale,
+        scar_contrast_scale=args.scar_contrast_scale,
+    )
     started = time.perf_counter()
     runs, consortia = [], {}
     with tempfile.TemporaryDirectory(prefix="fairness-mitigation-") as scratch_name:
         scratch = Path(scratch_name)
-        held_out_sites = []
+        held_out_sites: list[Path] = []
         if args.held_out_cases:
-            held_out_sites, _ = make_sites(scratch / "held-out", args.sites, args.held_out_cases,
-                                           args.held_out_seed, difficulty)
+            held_out_sites, _ = make_sites(
+                scratch / "held-out", args.sites, args.held_out_cases, args.held_out_seed, difficulty
+            )
         for seed in range(args.seed_offset, args.seed_offset + args.seeds):
             generated = time.perf_counter()
             site_dirs, male_fraction = make_sites(scratch / f"seed-{seed}", args.sites, args.cases, seed, difficulty)
             consortia[seed] = sex_mix(site_dirs, male_fraction)
-            print(f"seed {seed}: sites generated and ingested in {time.perf_counter() - generated:.0f} s; "
-                  + "; ".join(f"{site} ♀/♂ training {m['training_patients']['female']}/{m['training_patients']['male']}"
-                              f" validation {m['validation_patients']['female']}/{m['validation_patients']['male']}"
-                              for site, m in consortia[seed].items()), flush=True)
+            print(
+                f"seed {seed}: sites generated and ingested in {time.perf_counter() - generated:.0f} s; "
+                + "; ".join(
+                    f"{site} ♀/♂ training {m['training_patients']['female']}/{m['training_patients']['male']}"
+                    f" validation {m['validation_patients']['female']}/{m['validation_patients']['male']}"
+                    for site, m in consortia[seed].items()
+                ),
+                flush=True,
+            )
             for condition, mitigation, train_seed in conditions(args):
                 root = scratch / f"seed-{seed}" / condition.replace(", ", "-")
                 copies = []
@@ -211,26 +231,40 @@ def main() -> None:
                     shutil.copytree(site_dir, copies[-1])
                 run_dir = root / "run"
                 seconds = train_federation(copies, run_dir, mitigation, train_seed, args)
-                row = {"seed": seed, "mitigation": condition, "train_seed": train_seed,
-                       "train_seconds": round(seconds, 1),
-                       "validation": group_summary(site_records(copies, args.rounds))}
+                row = {
+                    "seed": seed,
+                    "mitigation": condition,
+                    "train_seed": train_seed,
+                    "train_seconds": round(seconds, 1),
+                    "validation": group_summary(site_records(copies, args.rounds)),
+                }
                 if held_out_sites:
                     row["held_out"] = group_summary(held_out_records(held_out_sites, run_dir / "final_model.pt"))
                 runs.append(row)
                 print(f"  {condition:<15} {seconds:>6.0f} s  " + describe(row), flush=True)
-            save(args.name, {"partial": True, "settings": vars(args), "runs": runs,  # kept if stopped early
-                             "sex_mix_by_consortium": {str(k): v for k, v in consortia.items()}})
+            save(
+                args.name,
+                {
+                    "partial": True,
+                    "settings": vars(args),
+                    "runs": runs,  # kept if stopped early
+                    "sex_mix_by_consortium": {str(k): v for k, v in consortia.items()},
+                },
+            )
     summary = summarise(runs, bool(held_out_sites), [name for name, _, _ in conditions(args)])
     seconds = time.perf_counter() - started
     print(f"\n{len(runs)} federated runs in {seconds:.0f} s")
-    save(args.name, {
-        "settings": vars(args),
-        "subgroup_difficulty": dataclasses.asdict(difficulty),
-        "sex_mix_by_consortium": {str(k): v for k, v in consortia.items()},
-        "summary": summary,
-        "runs": runs,
-        "wall_seconds": round(seconds, 1),
-    })
+    save(
+        args.name,
+        {
+            "settings": vars(args),
+            "subgroup_difficulty": dataclasses.asdict(difficulty),
+            "sex_mix_by_consortium": {str(k): v for k, v in consortia.items()},
+            "summary": summary,
+            "runs": runs,
+            "wall_seconds": round(seconds, 1),
+        },
+    )
 
 
 def conditions(args) -> list[tuple[str, str, int]]:
@@ -246,8 +280,10 @@ def describe(row: dict) -> str:
     for where in ("validation", "held_out"):
         if where in row:
             s = row[where]
-            parts.append(f"{where}: ♀ {s['dice_female']:.3f} (n={s['n_female']}) ♂ {s['dice_male']:.3f} "
-                         f"(n={s['n_male']}) gap {s['gap_male_minus_female']:+.3f} all {s['dice_overall']:.3f}")
+            parts.append(
+                f"{where}: ♀ {s['dice_female']:.3f} (n={s['n_female']}) ♂ {s['dice_male']:.3f} "
+                f"(n={s['n_male']}) gap {s['gap_male_minus_female']:+.3f} all {s['dice_overall']:.3f}"
+            )
     return " | ".join(parts)
 
 
@@ -257,26 +293,35 @@ KEYS = ("dice_female", "dice_male", "gap_male_minus_female", "worst_group_dice",
 def summarise(runs: list[dict], held_out: bool, names: list[str]) -> dict:
     """Means over seeds per condition, and the paired change from ``none`` per seed: of
     group-balanced (the mitigation) and of the reseeded control (chance alone)."""
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     wheres = ("validation", "held_out") if held_out else ("validation",)
-    print(f"\n{'cases scored':<22}{'mitigation':<20}{'Dice ♀':>8}{'Dice ♂':>8}{'gap ♂−♀':>9}"
-          f"{'worst (group)':>18}{'Dice all':>9}{'n ♀/♂':>9}")
+    print(
+        f"\n{'cases scored':<22}{'mitigation':<20}{'Dice ♀':>8}{'Dice ♂':>8}{'gap ♂−♀':>9}"
+        f"{'worst (group)':>18}{'Dice all':>9}{'n ♀/♂':>9}"
+    )
     for where in wheres:
         summary[where] = {}
         for mitigation in names:
             rows = [r[where] for r in runs if r["mitigation"] == mitigation]
-            means = {key: _mean([r[key] for r in rows]) for key in KEYS}
+            means: dict[str, Any] = {key: _mean([r[key] for r in rows]) for key in KEYS}
             worst_counts = {sex: sum(r["worst_group"] == sex for r in rows) for sex in SEXES}
-            means |= {"worst_group_counts": worst_counts, "runs": len(rows),
-                      "mean_n_female": _mean([r["n_female"] for r in rows]),
-                      "mean_n_male": _mean([r["n_male"] for r in rows])}
+            means |= {
+                "worst_group_counts": worst_counts,
+                "runs": len(rows),
+                "mean_n_female": _mean([r["n_female"] for r in rows]),
+                "mean_n_male": _mean([r["n_male"] for r in rows]),
+            }
             summary[where][mitigation] = means
             worst = "/".join(f"{sex[0]}×{n}" for sex, n in worst_counts.items() if n)
-            print(f"{where.replace('_', '-'):<22}{mitigation:<20}{means['dice_female']:>8.3f}{means['dice_male']:>8.3f}"
-                  f"{means['gap_male_minus_female']:>+9.3f}{means['worst_group_dice']:>10.3f} ({worst:<5})"
-                  f"{means['dice_overall']:>9.3f}{means['mean_n_female']:>5.0f}/{means['mean_n_male']:.0f}")
-        for other, key_name, label in (("group-balanced", "paired_change_balanced_minus_none", "Δ balanced"),
-                                       (CONTROL, "paired_change_reseeded_minus_none", "Δ reseeded")):
+            print(
+                f"{where.replace('_', '-'):<22}{mitigation:<20}{means['dice_female']:>8.3f}{means['dice_male']:>8.3f}"
+                f"{means['gap_male_minus_female']:>+9.3f}{means['worst_group_dice']:>10.3f} ({worst:<5})"
+                f"{means['dice_overall']:>9.3f}{means['mean_n_female']:>5.0f}/{means['mean_n_male']:.0f}"
+            )
+        for other, key_name, label in (
+            ("group-balanced", "paired_change_balanced_minus_none", "Δ balanced"),
+            (CONTROL, "paired_change_reseeded_minus_none", "Δ reseeded"),
+        ):
             changes = []
             for seed in sorted({r["seed"] for r in runs}):
                 pair = {r["mitigation"]: r[where] for r in runs if r["seed"] == seed}
@@ -293,10 +338,12 @@ def summarise(runs: list[dict], held_out: bool, names: list[str]) -> dict:
                 "seeds_where_women_improved": sum(c["dice_female"] > 0 for c in changes),
                 "seeds_where_worst_group_improved": sum(c["worst_group_dice"] > 0 for c in changes),
             }
-            print(f"{'':<22}{label + ' (paired)':<20}{mean['dice_female']:>+8.3f}{mean['dice_male']:>+8.3f}"
-                  f"{mean['gap_male_minus_female']:>+9.3f}{mean['worst_group_dice']:>+10.3f}{'':>8}"
-                  f"{mean['dice_overall']:>+9.3f}   gap narrowed in {summary[where][key_name]['seeds_where_gap_narrowed']}"
-                  f"/{len(changes)}")
+            print(
+                f"{'':<22}{label + ' (paired)':<20}{mean['dice_female']:>+8.3f}{mean['dice_male']:>+8.3f}"
+                f"{mean['gap_male_minus_female']:>+9.3f}{mean['worst_group_dice']:>+10.3f}{'':>8}"
+                f"{mean['dice_overall']:>+9.3f}   gap narrowed in "
+                f"{summary[where][key_name]['seeds_where_gap_narrowed']}/{len(changes)}"
+            )
     return summary
 
 

@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import make_sites, save  # noqa: E402
-from cmr.store import CaseStore  # noqa: E402
-from cmrfl.simulation import run_simulated_federation  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.base import TrainSettings  # noqa: E402
+from benchmarks._common import make_sites, save
+from cmr.store import CaseStore
+from cmrfl.simulation import run_simulated_federation
+from tasks import get_task
+from tasks.base import TrainSettings
 
 METRICS = ("dice_myocardium", "dice_scar", "scar_burden_abs_error")
 

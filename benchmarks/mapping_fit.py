@@ -55,7 +55,9 @@ def curve_fit_pixel(times: np.ndarray, magnitude: np.ndarray) -> float:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
-                (a, b, t1_star), _ = curve_fit(_model, ti, signed, p0=(values.max(), 2 * values.max(), 800.0), maxfev=2000)
+                (a, b, t1_star), _ = curve_fit(
+                    _model, ti, signed, p0=(values.max(), 2 * values.max(), 800.0), maxfev=2000
+                )
         except RuntimeError:
             continue
         cost = float(((signed - _model(ti, a, b, t1_star)) ** 2).sum())
@@ -91,7 +93,9 @@ def speed(repeats: int, baseline_pixels: int) -> dict[str, Any]:
         "frames": int(frames.shape[0]),
         "vectorised_s_per_map": round(vectorised_s, 4),
         "vectorised_maps_per_s": round(1.0 / vectorised_s, 3),
-        "baseline": "scipy.optimize.curve_fit per pixel, one fit per polarity candidate (null within one frame of the darkest)",
+        "baseline": (
+            "scipy.optimize.curve_fit per pixel, one fit per polarity candidate (null within one frame of the darkest)"
+        ),
         "baseline_pixels_timed": int(subset.size),
         "baseline_s_per_pixel": round(baseline_per_pixel_s, 6),
         "baseline_s_per_map_scaled": round(baseline_map_s, 2),
@@ -122,28 +126,35 @@ def accuracy(levels: tuple[float, ...], cases: int, parameter: str) -> list[dict
         biases, errors, failed, truths, inner_biases, inner_errors = [], [], [], [], [], []
         for seed in range(cases):
             field, sex = CONFIGURATIONS[seed % len(CONFIGURATIONS)]
-            settings = {"noise": level} if parameter == "noise" else {"noise": 0.01, "motion_mm": level}
-            case = simulate_mapping_case(100 + seed, field_strength=field, sex=sex, scar_type="none", **settings)
+            noise, motion_mm = (level, 0.0) if parameter == "noise" else (0.01, level)
+            case = simulate_mapping_case(
+                100 + seed, field_strength=field, sex=sex, scar_type="none", noise=noise, motion_mm=motion_mm
+            )
             fit = fit_t1(case.molli_native, case.inversion_times_native_ms)
             fitted = np.where(fit.valid, fit.t1_ms, np.nan)
             bias, error, failure = _myocardial_error(case, fitted)
-            biases.append(bias), errors.append(error), failed.append(failure)
+            biases.append(bias)
+            errors.append(error)
+            failed.append(failure)
             bias, error, _ = _myocardial_error(case, fitted, inner=True)
-            inner_biases.append(bias), inner_errors.append(error)
+            inner_biases.append(bias)
+            inner_errors.append(error)
             truths.append(float(case.t1_native_ms[case.myocardium_mask].mean()))
-        rows.append({
-            parameter: level,
-            "cases": cases,
-            "true_myocardial_t1_ms_mean": round(float(np.mean(truths)), 1),
-            "roi_bias_ms_mean": round(float(np.mean(biases)), 1),
-            "roi_bias_ms_sd": round(float(np.std(biases, ddof=1)), 1) if cases > 1 else 0.0,
-            "roi_bias_percent": round(100 * float(np.mean(biases)) / float(np.mean(truths)), 2),
-            "pixel_abs_error_ms_mean": round(float(np.mean(errors)), 1),
-            "pixel_abs_error_percent": round(100 * float(np.mean(errors)) / float(np.mean(truths)), 2),
-            "failed_pixel_fraction": round(float(np.mean(failed)), 4),
-            "inner_roi_bias_ms_mean": round(float(np.mean(inner_biases)), 1),
-            "inner_pixel_abs_error_ms_mean": round(float(np.mean(inner_errors)), 1),
-        })
+        rows.append(
+            {
+                parameter: level,
+                "cases": cases,
+                "true_myocardial_t1_ms_mean": round(float(np.mean(truths)), 1),
+                "roi_bias_ms_mean": round(float(np.mean(biases)), 1),
+                "roi_bias_ms_sd": round(float(np.std(biases, ddof=1)), 1) if cases > 1 else 0.0,
+                "roi_bias_percent": round(100 * float(np.mean(biases)) / float(np.mean(truths)), 2),
+                "pixel_abs_error_ms_mean": round(float(np.mean(errors)), 1),
+                "pixel_abs_error_percent": round(100 * float(np.mean(errors)) / float(np.mean(truths)), 2),
+                "failed_pixel_fraction": round(float(np.mean(failed)), 4),
+                "inner_roi_bias_ms_mean": round(float(np.mean(inner_biases)), 1),
+                "inner_pixel_abs_error_ms_mean": round(float(np.mean(inner_errors)), 1),
+            }
+        )
         print(rows[-1])
     return rows
 
@@ -163,7 +174,9 @@ def plot(result: dict[str, Any], path) -> None:
         rows = result[key]
         x = [row[parameter] for row in rows]
         axis.plot(x, [row["pixel_abs_error_ms_mean"] for row in rows], "o-", label="pixel |error|, whole myocardium")
-        axis.plot(x, [row["inner_pixel_abs_error_ms_mean"] for row in rows], "s-", label="pixel |error|, inner myocardium")
+        axis.plot(
+            x, [row["inner_pixel_abs_error_ms_mean"] for row in rows], "s-", label="pixel |error|, inner myocardium"
+        )
         axis.plot(x, [row["roi_bias_ms_mean"] for row in rows], "^--", label="ROI bias (median − truth)")
         axis.axhline(0.0, color="grey", linewidth=0.5)
         axis.set_xlabel(label)
@@ -172,8 +185,11 @@ def plot(result: dict[str, Any], path) -> None:
     axes[0].set_title("MOLLI T1 fit against noise")
     axes[1].set_title("MOLLI T1 fit against motion (noise 0.01)")
     speed = result["speed"]
-    axes[2].bar(["vectorised fit", "per-pixel curve_fit"],
-                [speed["vectorised_s_per_map"], speed["baseline_s_per_map_scaled"]], color=["tab:blue", "tab:grey"])
+    axes[2].bar(
+        ["vectorised fit", "per-pixel curve_fit"],
+        [speed["vectorised_s_per_map"], speed["baseline_s_per_map_scaled"]],
+        color=["tab:blue", "tab:grey"],
+    )
     axes[2].set_yscale("log")
     axes[2].set_ylabel("seconds per 96×96 map")
     axes[2].set_title(f"speed: {speed['speedup']}× ({speed['vectorised_maps_per_s']} maps/s)")

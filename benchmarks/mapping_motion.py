@@ -58,7 +58,9 @@ MEASURES = (
 )
 
 
-def train_network(root: Path, sites: int, cases_per_site: int, train_motion_mm: float, steps: int, batch_size: int, seed: int):
+def train_network(
+    root: Path, sites: int, cases_per_site: int, train_motion_mm: float, steps: int, batch_size: int, seed: int
+):
     hospitals = root / "hospitals"
     generate_mapping_consortium(hospitals, sites, cases_per_site, seed, max_motion_mm=train_motion_mm)
     stores = []
@@ -77,35 +79,52 @@ def train_network(root: Path, sites: int, cases_per_site: int, train_motion_mm: 
     for store in stores:
         for stored in store:
             pooled.put(
-                stored.entry.case_id, stored.image, None,
+                stored.entry.case_id,
+                stored.image,
+                None,
                 (stored.entry.row_spacing_mm, stored.entry.column_spacing_mm, stored.entry.slice_spacing_mm),
-                stored.entry.attributes, stored.entry.case_labels, extra_arrays=stored.arrays,
+                stored.entry.attributes,
+                stored.entry.case_labels,
+                extra_arrays=stored.arrays,
             )
     started = time.perf_counter()
     phases = []
     for phase, learning_rate in enumerate(LEARNING_RATES):  # a step-down schedule, one task.train call per rate
         settings = TrainSettings(
-            batch_size=batch_size, local_epochs=10_000, max_steps=steps // len(LEARNING_RATES),
-            learning_rate=learning_rate, seed=seed + phase,
+            batch_size=batch_size,
+            local_epochs=10_000,
+            max_steps=steps // len(LEARNING_RATES),
+            learning_rate=learning_rate,
+            seed=seed + phase,
         )
         outcome = task.train(model, pooled, settings, torch.device("cpu"))
-        phases.append({"learning_rate": learning_rate, "steps": outcome.steps, "mean_loss_ms": round(outcome.mean_loss * 1000.0, 1)})
-    return task, model, {
-        "sites": sites,
-        "examinations": sites * cases_per_site,
-        "series": outcome.num_examples,
-        "steps": sum(p["steps"] for p in phases),
-        "phases": phases,
-        "batch_size": batch_size,
-        "loss_weights": {"blood_pool": task.blood_weight, "myocardium": task.myocardium_weight, "elsewhere": 1.0},
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "train_motion_mm": train_motion_mm,
-        "augmentation": {
-            "max_motion_mm": task.max_motion_mm,
-            "max_rotation_deg": task.max_rotation_deg,
-            "motion_probability": task.motion_probability,
+        phases.append(
+            {
+                "learning_rate": learning_rate,
+                "steps": outcome.steps,
+                "mean_loss_ms": round(outcome.mean_loss * 1000.0, 1),
+            }
+        )
+    return (
+        task,
+        model,
+        {
+            "sites": sites,
+            "examinations": sites * cases_per_site,
+            "series": outcome.num_examples,
+            "steps": sum(p["steps"] for p in phases),
+            "phases": phases,
+            "batch_size": batch_size,
+            "loss_weights": {"blood_pool": task.blood_weight, "myocardium": task.myocardium_weight, "elsewhere": 1.0},
+            "train_seconds": round(time.perf_counter() - started, 1),
+            "train_motion_mm": train_motion_mm,
+            "augmentation": {
+                "max_motion_mm": task.max_motion_mm,
+                "max_rotation_deg": task.max_rotation_deg,
+                "motion_probability": task.motion_probability,
+            },
         },
-    }
+    )
 
 
 def held_out_configurations(n: int) -> list[dict[str, Any]]:
@@ -122,14 +141,18 @@ def held_out_configurations(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def evaluate(task, model, configurations: list[dict[str, Any]]) -> tuple[dict, dict]:
+def evaluate(
+    task, model, configurations: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, dict[str, float | None]]], float]:
     cpu = torch.device("cpu")
     per_level: dict[str, dict[str, list[dict[str, float]]]] = {}
     failed: dict[str, list[float]] = {"fit": []}
     for motion in MOTION_LEVELS_MM:
         results = per_level.setdefault(f"{motion:g}", {"fit": [], "network": []})
         for configuration in configurations:
-            case = simulate_mapping_case(configuration["seed"], motion_mm=motion, **{k: v for k, v in configuration.items() if k != "seed"})
+            case = simulate_mapping_case(
+                configuration["seed"], motion_mm=motion, **{k: v for k, v in configuration.items() if k != "seed"}
+            )
             mask = TISSUE_TO_LABEL[case.tissue]
             maps: dict[str, dict[str, tuple]] = {"fit": {}, "network": {}}
             for contrast, frames, times in (
@@ -172,7 +195,10 @@ def seconds_per_map(task, model, repeats: int) -> dict[str, dict[str, float]]:
             started = time.perf_counter()
             run()
             durations.append(time.perf_counter() - started)
-        timing[method] = {"median_s": round(float(np.median(durations)), 4), "fastest_s": round(float(np.min(durations)), 4)}
+        timing[method] = {
+            "median_s": round(float(np.median(durations)), 4),
+            "fastest_s": round(float(np.min(durations)), 4),
+        }
     return timing
 
 
@@ -206,7 +232,10 @@ def main() -> None:
     timing = seconds_per_map(task, model, repeats)
 
     print(f"\nMyocardial native T1, mean absolute error per pixel (ms), {args.held_out} held-out examinations")
-    print(f"{'motion (mm)':>12} {'fit':>8} {'network':>8}   {'fit bias':>9} {'net bias':>9}   {'ECV fit':>8} {'ECV net':>8}")
+    print(
+        f"{'motion (mm)':>12} {'fit':>8} {'network':>8}   {'fit bias':>9} {'net bias':>9}"
+        f"   {'ECV fit':>8} {'ECV net':>8}"
+    )
     for level, methods in table.items():
         fit, net = methods["fit"], methods["network"]
         print(
@@ -232,7 +261,9 @@ def main() -> None:
             "myocardial_t1_bias_ms": "native T1, mean (map − true T1) over the myocardium (ms)",
             "blood_t1_abs_error_ms": "native T1, LV blood pool (ms)",
             "post_myocardial_t1_abs_error_ms": "post-contrast T1, myocardium (ms)",
-            "ecv_abs_error_percent": "|ECV from the maps − ECV from the true maps|, remote myocardium (percentage points)",
+            "ecv_abs_error_percent": (
+                "|ECV from the maps − ECV from the true maps|, remote myocardium (percentage points)"
+            ),
         },
         "by_motion_mm": table,
         "seconds_per_map_cpu": timing,

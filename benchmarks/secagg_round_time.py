@@ -1,7 +1,7 @@
 """Round time under SecAgg+ against plain FedAvg, by number of sites and model size.
 
 Measures the training half of a round (sample, send, receive, aggregate) with toy
-sites (cmrfl/toy_federation.py) whose 'training' is a random update of the model's
+sites (tests/toy_federation.py) whose 'training' is a random update of the model's
 size, so the time is the aggregation protocol's, not the network's: plain FedAvg
 (weights in the clear, the server's update guard) against SecAgg+ (four exchanges,
 masking at the sites, unmasking at the server) with the run's default settings
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -25,11 +27,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from benchmarks._common import save
-from cmrfl.toy_federation import run_toy_simulation, toy_model
 from privacy.settings import PrivacySettings, SecureAggregationSettings, site_instructions
 from server.config import FederationConfig
 from server.federation import screen_updates
 from server.secure_aggregation import run_secure_training
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the toy federation is a test fixture
+from toy_federation import run_toy_simulation, toy_model
 
 TIMEOUT_S = 600.0
 
@@ -50,9 +54,7 @@ def train_half_round(
     secure: SecureAggregationSettings | None,
 ) -> float:
     privacy = PrivacySettings.from_run_config(FederationConfig())
-    strategy = FedAvg(
-        fraction_train=num_sites / population, min_train_nodes=num_sites, min_available_nodes=population
-    )
+    strategy = FedAvg(fraction_train=num_sites / population, min_train_nodes=num_sites, min_available_nodes=population)
     config = ConfigRecord({"server-round": server_round, **site_instructions(privacy)})
     started = time.perf_counter()
     instructions = list(strategy.configure_train(server_round, arrays, config, grid))
@@ -130,8 +132,13 @@ def main() -> None:
 
 
 def _format(row: dict[str, Any]) -> str:
-    full = f"{row['secagg_full_graph_s']:>12.3f} {row['ratio_full_graph']:>6.2f}" if "secagg_full_graph_s" in row else ""
-    return f"{row['params']:>9} {row['sites']:>5} {row['plain_s']:>8.3f} {row['secagg_s']:>9.3f} {row['ratio']:>6.2f} {full}"
+    full = (
+        f"{row['secagg_full_graph_s']:>12.3f} {row['ratio_full_graph']:>6.2f}" if "secagg_full_graph_s" in row else ""
+    )
+    return (
+        f"{row['params']:>9} {row['sites']:>5} {row['plain_s']:>8.3f} {row['secagg_s']:>9.3f} "
+        f"{row['ratio']:>6.2f} {full}"
+    )
 
 
 def _growth(rows: list[dict[str, Any]]) -> dict[str, Any]:

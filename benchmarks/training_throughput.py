@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import make_sites, save  # noqa: E402
-from cmr.store import CaseStore  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.base import TrainSettings  # noqa: E402
+from benchmarks._common import make_sites, save
+from cmr.store import CaseStore
+from tasks import get_task
+from tasks.base import TrainSettings
 
 
 def slices_per_second(store: CaseStore, device: torch.device, steps: int, warmup: int, batch_size: int) -> float:
@@ -61,13 +61,19 @@ def main() -> None:
         figures = {d.type: slices_per_second(store, d, args.steps, args.warmup, args.batch_size) for d in devices}
         evaluation = {d.type: seconds_per_case(store, d) for d in devices}
     for device, rate in figures.items():
-        print(f"{device:>5}: {rate:8.1f} slices/s training (batch {args.batch_size}), "
-              f"{evaluation[device] * 1000:6.1f} ms a validation case")
+        print(
+            f"{device:>5}: {rate:8.1f} slices/s training (batch {args.batch_size}), "
+            f"{evaluation[device] * 1000:6.1f} ms a validation case"
+        )
     if "cuda" in figures:
-        print(f"cuda/cpu = {figures['cuda'] / figures['cpu']:.1f}x training, "
-              f"{evaluation['cpu'] / evaluation['cuda']:.1f}x evaluation")
-    save("training_throughput", {"settings": vars(args), "slices_per_second": figures,
-                                 "evaluation_seconds_per_case": evaluation})
+        print(
+            f"cuda/cpu = {figures['cuda'] / figures['cpu']:.1f}x training, "
+            f"{evaluation['cpu'] / evaluation['cuda']:.1f}x evaluation"
+        )
+    save(
+        "training_throughput",
+        {"settings": vars(args), "slices_per_second": figures, "evaluation_seconds_per_case": evaluation},
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def append_entry(site_dir: Path, entry: dict[str, Any]) -> Path:
 
 def read_egress_log(site_dir: Path) -> list[dict[str, Any]]:
     """Every logged reply of the site, oldest first."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     for path in sorted((Path(site_dir) / EGRESS_DIR).glob("*.jsonl")):
         with path.open(encoding="utf-8") as stream:
             entries.extend(json.loads(line) for line in stream if line.strip())

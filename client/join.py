@@ -34,11 +34,17 @@ def supernode_command(
         )
     return [
         str(_BIN / "flower-supernode"),
-        "--superlink", federation.superlink,
-        "--root-certificates", str(federation.ca_cert),
-        "--auth-supernode-private-key", str(federation.private_key),
-        "--node-config", f'site-dir="{site_dir}"',
-        "--host", "127.0.0.1",
-        "--port", str(clientapp_port),
+        "--superlink",
+        federation.superlink,
+        "--root-certificates",
+        str(federation.ca_cert),
+        "--auth-supernode-private-key",
+        str(federation.private_key),
+        "--node-config",
+        f'site-dir="{site_dir}"',
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(clientapp_port),
         *(extra_args or []),
     ]

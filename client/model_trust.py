@@ -91,7 +91,9 @@ def verify_model_folder(folder: Path, key: Ed25519PublicKey, expected_model: str
     except (json.JSONDecodeError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
         raise SignatureError(f"{folder / SIGNATURE_FILE}: not a cmrfl model signature ({error})") from None
     if claimed.get("format") != SIGNATURE_FORMAT:
-        raise SignatureError(f"{folder / SIGNATURE_FILE}: signature format {claimed.get('format')!r}, expected {SIGNATURE_FORMAT!r}")
+        raise SignatureError(
+            f"{folder / SIGNATURE_FILE}: signature format {claimed.get('format')!r}, expected {SIGNATURE_FORMAT!r}"
+        )
     actual = {
         "weights_sha256": file_sha256(folder / WEIGHTS_FILE),
         "card_sha256": file_sha256(folder / CARD_FILE),

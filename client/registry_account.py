@@ -54,12 +54,18 @@ def load_registry_account(site_dir: Path) -> RegistryAccount | None:
         return None
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise RegistryAccountError(f"{path}: holds a password but others may read it (mode {mode:04o}); run chmod 600 {path}")
+        raise RegistryAccountError(
+            f"{path}: holds a password but others may read it (mode {mode:04o}); run chmod 600 {path}"
+        )
     try:
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise RegistryAccountError(f"{path}: not valid TOML ({error})") from None
-    missing = [key for key in ("tracking_uri", "username", "password") if not isinstance(values.get(key), str) or not values[key]]
+    missing = [
+        key
+        for key in ("tracking_uri", "username", "password")
+        if not isinstance(values.get(key), str) or not values[key]
+    ]
     if missing:
         raise RegistryAccountError(f"{path}: missing or empty {', '.join(missing)} (each a string)")
     return RegistryAccount(values["tracking_uri"], values["username"], values["password"])

@@ -67,8 +67,11 @@ def resolve_version(client: MlflowClient, reference: ModelReference) -> str:
 
 def _download(tracking_uri: str, name: str, version: str, filename: str, target: Path) -> None:
     response = http_request(
-        get_default_host_creds(tracking_uri), ARTIFACT_ROUTE, "GET",
-        params={"name": name, "version": version, "path": filename}, stream=True,
+        get_default_host_creds(tracking_uri),
+        ARTIFACT_ROUTE,
+        "GET",
+        params={"name": name, "version": version, "path": filename},
+        stream=True,
     )
     if response.status_code != 200:
         raise MlflowException(

@@ -14,10 +14,11 @@ import ssl
 import stat
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -58,12 +59,18 @@ def check_packages() -> list[CheckResult]:
         try:
             version = metadata.version(package)
         except metadata.PackageNotFoundError:
-            results.append(CheckResult(package, PROBLEM, "not installed", "reinstall: pip install -e . in the cmrfl folder"))
+            results.append(
+                CheckResult(package, PROBLEM, "not installed", "reinstall: pip install -e . in the cmrfl folder")
+            )
             continue
         if required_prefix and not version.startswith(required_prefix):
             results.append(
-                CheckResult(package, PROBLEM, f"{version} installed, {required_prefix}* required",
-                            f"pip install '{package}=={required_prefix}*'")
+                CheckResult(
+                    package,
+                    PROBLEM,
+                    f"{version} installed, {required_prefix}* required",
+                    f"pip install '{package}=={required_prefix}*'",
+                )
             )
         else:
             results.append(CheckResult(package, OK, version))
@@ -81,16 +88,26 @@ def check_compute() -> CheckResult:
 def check_disk(site_dir: Path) -> CheckResult:
     free_gib = shutil.disk_usage(site_dir).free / 2**30
     if free_gib < MIN_FREE_DISK_GIB:
-        return CheckResult("disk", PROBLEM, f"{free_gib:.1f} GiB free at {site_dir}",
-                           f"free at least {MIN_FREE_DISK_GIB:g} GiB (checkpoints, ledgers, ClientApp logs)")
+        return CheckResult(
+            "disk",
+            PROBLEM,
+            f"{free_gib:.1f} GiB free at {site_dir}",
+            f"free at least {MIN_FREE_DISK_GIB:g} GiB (checkpoints, ledgers, ClientApp logs)",
+        )
     return CheckResult("disk", OK, f"{free_gib:.1f} GiB free at {site_dir}")
 
 
 def check_case_store(site_dir: Path) -> list[CheckResult]:
     store = CaseStore(site_dir)
     if not store.exists():
-        return [CheckResult("case store", PROBLEM, f"{site_dir}: no case store (store/index.sqlite)",
-                            f"cmrfl site ingest DICOM_DIR --site-dir {site_dir} --manifest MANIFEST.csv --labels LABELS_DIR")]
+        return [
+            CheckResult(
+                "case store",
+                PROBLEM,
+                f"{site_dir}: no case store (store/index.sqlite)",
+                f"cmrfl site ingest DICOM_DIR --site-dir {site_dir} --manifest MANIFEST.csv --labels LABELS_DIR",
+            )
+        ]
     entries = store.entries()
     with_masks = sum(e.has_mask for e in entries)
     results = [
@@ -118,8 +135,11 @@ def check_site_config(site_dir: Path) -> tuple[CheckResult, SiteFederation | Non
         return CheckResult("site.toml", PROBLEM, str(problem), f"fix {config_path}"), None
     privacy = "no [privacy] budget" if budget is None else f"max ε {budget.max_epsilon:g}"
     return (
-        CheckResult("site.toml", OK, f"name {federation.name}, SuperLink {federation.superlink}, {privacy}, "
-                                     f"suppression threshold {threshold}"),
+        CheckResult(
+            "site.toml",
+            OK,
+            f"name {federation.name}, SuperLink {federation.superlink}, {privacy}, suppression threshold {threshold}",
+        ),
         federation,
     )
 
@@ -134,17 +154,29 @@ def check_private_key(federation: SiteFederation) -> CheckResult:
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), None)
     except (ValueError, TypeError) as problem:
-        return CheckResult("SuperNode key", PROBLEM, f"{path}: not an OpenSSH private key ({problem})",
-                           "restore the key from backup, or create a new site key pair and have it registered")
+        return CheckResult(
+            "SuperNode key",
+            PROBLEM,
+            f"{path}: not an OpenSSH private key ({problem})",
+            "restore the key from backup, or create a new site key pair and have it registered",
+        )
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        return CheckResult("SuperNode key", PROBLEM, f"{path}: {type(key).__name__}, Flower wants an EC (NIST curve) key",
-                           "create a new site key pair with 'cmrfl site init' and have it registered")
+        return CheckResult(
+            "SuperNode key",
+            PROBLEM,
+            f"{path}: {type(key).__name__}, Flower wants an EC (NIST curve) key",
+            "create a new site key pair with 'cmrfl site init' and have it registered",
+        )
     public = federation.public_key
     if public.is_file():
         registered = serialization.load_ssh_public_key(public.read_bytes())
-        if registered.public_numbers() != key.public_key().public_numbers():
-            return CheckResult("SuperNode key", PROBLEM, f"{public} does not belong to {path}",
-                               "send the consortium the public key that matches the private key")
+        if registered != key.public_key():
+            return CheckResult(
+                "SuperNode key",
+                PROBLEM,
+                f"{public} does not belong to {path}",
+                "send the consortium the public key that matches the private key",
+            )
     return CheckResult("SuperNode key", OK, f"{path} (mode {mode:o}, EC {key.curve.name})")
 
 
@@ -152,24 +184,49 @@ def check_pinned_trust(federation: SiteFederation) -> list[CheckResult]:
     results = []
     try:
         certificate = x509.load_pem_x509_certificate(federation.ca_cert.read_bytes())
-        results.append(CheckResult("pinned CA", OK, f"{federation.ca_cert}: {certificate.subject.rfc4514_string()}, "
-                                                    f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}"))
+        results.append(
+            CheckResult(
+                "pinned CA",
+                OK,
+                f"{federation.ca_cert}: {certificate.subject.rfc4514_string()}, "
+                f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}",
+            )
+        )
     except (FileNotFoundError, ValueError) as problem:
-        results.append(CheckResult("pinned CA", PROBLEM, f"{federation.ca_cert}: {problem}",
-                                   "copy the consortium's ca.pem there (cmrfl site init --ca)"))
+        results.append(
+            CheckResult(
+                "pinned CA",
+                PROBLEM,
+                f"{federation.ca_cert}: {problem}",
+                "copy the consortium's ca.pem there (cmrfl site init --ca)",
+            )
+        )
     path = federation.model_signing_key
     if not path.is_file():
-        results.append(CheckResult("model-signing key", PROBLEM, f"{path}: missing",
-                                   "copy the consortium's model-signing.pub there, so released models can be verified"))
+        results.append(
+            CheckResult(
+                "model-signing key",
+                PROBLEM,
+                f"{path}: missing",
+                "copy the consortium's model-signing.pub there, so released models can be verified",
+            )
+        )
     else:
         try:
             key = serialization.load_pem_public_key(path.read_bytes())
             ok = isinstance(key, ed25519.Ed25519PublicKey)
         except ValueError:
             ok = False
-        results.append(CheckResult("model-signing key", OK, f"{path} (Ed25519)") if ok else
-                       CheckResult("model-signing key", PROBLEM, f"{path}: not an Ed25519 PEM public key",
-                                   "copy the consortium's model-signing.pub there"))
+        results.append(
+            CheckResult("model-signing key", OK, f"{path} (Ed25519)")
+            if ok
+            else CheckResult(
+                "model-signing key",
+                PROBLEM,
+                f"{path}: not an Ed25519 PEM public key",
+                "copy the consortium's model-signing.pub there",
+            )
+        )
     return results
 
 
@@ -177,27 +234,56 @@ def check_superlink(federation: SiteFederation, timeout_s: float = CONNECT_TIMEO
     """A real TLS handshake: the SuperLink answers and its certificate chains to the pinned CA."""
     host, port = split_address(federation.superlink)
     if not federation.ca_cert.is_file():
-        return CheckResult("SuperLink", PROBLEM, f"not tried: {federation.ca_cert} is missing",
-                           "pin the consortium CA first (cmrfl site init --ca)")
+        return CheckResult(
+            "SuperLink",
+            PROBLEM,
+            f"not tried: {federation.ca_cert} is missing",
+            "pin the consortium CA first (cmrfl site init --ca)",
+        )
     context = ssl.create_default_context(cafile=str(federation.ca_cert))
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                subject = dict(item[0] for item in tls.getpeercert()["subject"])
-                version = tls.version()
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            common_name = _common_name(tls.getpeercert())
+            version = tls.version()
     except ssl.SSLCertVerificationError as problem:
-        return CheckResult("SuperLink", PROBLEM,
-                           f"{federation.superlink} answers but its certificate does not verify against "
-                           f"{federation.ca_cert}: {problem.verify_message}",
-                           "check the address and that trust/ca.pem is the consortium's current CA")
+        return CheckResult(
+            "SuperLink",
+            PROBLEM,
+            f"{federation.superlink} answers but its certificate does not verify against "
+            f"{federation.ca_cert}: {problem.verify_message}",
+            "check the address and that trust/ca.pem is the consortium's current CA",
+        )
     except ssl.SSLError as problem:
-        return CheckResult("SuperLink", PROBLEM, f"{federation.superlink}: TLS handshake failed ({problem})",
-                           "the port may not be the SuperLink's HTTPS port; ask the consortium")
+        return CheckResult(
+            "SuperLink",
+            PROBLEM,
+            f"{federation.superlink}: TLS handshake failed ({problem})",
+            "the port may not be the SuperLink's HTTPS port; ask the consortium",
+        )
     except OSError as problem:
-        return CheckResult("SuperLink", PROBLEM, f"{federation.superlink} does not answer ({problem})",
-                           "check the address, DNS, and that the hospital firewall allows outbound HTTPS to it")
-    return CheckResult("SuperLink", OK, f"{federation.superlink} answers over {version}; "
-                                        f"certificate {subject.get('commonName', '?')} verifies against the pinned CA")
+        return CheckResult(
+            "SuperLink",
+            PROBLEM,
+            f"{federation.superlink} does not answer ({problem})",
+            "check the address, DNS, and that the hospital firewall allows outbound HTTPS to it",
+        )
+    return CheckResult(
+        "SuperLink",
+        OK,
+        f"{federation.superlink} answers over {version}; certificate {common_name} verifies against the pinned CA",
+    )
+
+
+def _common_name(peer_certificate: Mapping[str, Any] | None) -> str:
+    """The subject's commonName in ``SSLSocket.getpeercert()``'s layout, or "?"."""
+    for relative_name in (peer_certificate or {}).get("subject", ()):
+        for attribute, value in relative_name:
+            if attribute == "commonName":
+                return str(value)
+    return "?"
 
 
 def run_site_checks(site_dir: Path, check_connection: bool = True) -> list[CheckResult]:

@@ -189,7 +189,9 @@ def init_site(
     if model_signing_key is not None:
         _check_model_signing_key(model_signing_key)
     config_path = site_dir / SITE_CONFIG_FILE
-    site_toml = _updated_site_toml(config_path, name, superlink) if config_path.is_file() else _site_toml(name, superlink)
+    site_toml = (
+        _updated_site_toml(config_path, name, superlink) if config_path.is_file() else _site_toml(name, superlink)
+    )
     federation = SiteFederation(site_dir=site_dir, name=name, superlink=superlink)
     for existing in (federation.private_key, federation.public_key):
         if existing.exists():
@@ -200,7 +202,9 @@ def init_site(
     key = ec.generate_private_key(ec.SECP384R1())
     _write_private(
         federation.private_key,
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
     )
     federation.public_key.write_bytes(
         key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)

@@ -243,30 +243,58 @@ _BASIC_PROFILE: dict[str, str] = {
 # these three), so that the provenance record still tells one study from another.
 HASHED_IDENTIFIERS = ("PatientID", "AccessionNumber", "StudyID")
 
-_RESOLVED_ACTION = {"D": "D", "Z": "Z", "X": "X", "U": "U", "Z/D": "Z", "X/Z": "X",
-                    "X/D": "X", "X/Z/D": "X", "X/Z/U*": "X"}
+_RESOLVED_ACTION = {
+    "D": "D",
+    "Z": "Z",
+    "X": "X",
+    "U": "U",
+    "Z/D": "Z",
+    "X/Z": "X",
+    "X/D": "X",
+    "X/Z/D": "X",
+    "X/Z/U*": "X",
+}
 
 
 def _action_by_tag() -> dict[int, str]:
+
+    def tag_of(keyword: str) -> int:
+        tag = tag_for_keyword(keyword)
+        if tag is None:  # a typo here must fail loudly, not leave an attribute in
+            raise KeyError(f"de-identification table: {keyword!r} is not a DICOM keyword")
+        return tag
+
     table: dict[int, str] = {}
     for action, keywords in _BASIC_PROFILE.items():
         for keyword in keywords.split():
-            tag = tag_for_keyword(keyword)
-            if tag is None:  # a typo here must fail loudly, not leave an attribute in
-                raise KeyError(f"de-identification table: {keyword!r} is not a DICOM keyword")
-            table[tag] = _RESOLVED_ACTION[action]
+            table[tag_of(keyword)] = _RESOLVED_ACTION[action]
     for keyword in HASHED_IDENTIFIERS:
-        table[tag_for_keyword(keyword)] = "H"
+        table[tag_of(keyword)] = "H"
     return table
 
 
 ACTION_BY_TAG: dict[int, str] = _action_by_tag()
 
 _DUMMY_BY_VR = {
-    "DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y",
-    "IS": "0", "DS": "0", "PN": "ANONYMOUS", "UI": None,  # UI: pseudonym
-    "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0,
-    "OB": b"\x00\x00", "OW": b"\x00\x00", "UN": b"\x00\x00",
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+    "AS": "000Y",
+    "IS": "0",
+    "DS": "0",
+    "PN": "ANONYMOUS",
+    "UI": None,  # UI: pseudonym
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+    "OB": b"\x00\x00",
+    "OW": b"\x00\x00",
+    "UN": b"\x00\x00",
 }
 
 
@@ -335,7 +363,7 @@ def _is_registry_uid(value: str) -> bool:
 def _replace_uids(salt: bytes, value: object) -> object:
     if isinstance(value, list | tuple | MultiValue):
         return [pseudonym_uid(salt, v) if v and not _is_registry_uid(v) else v for v in value]
-    return pseudonym_uid(salt, value) if value and not _is_registry_uid(str(value)) else value
+    return pseudonym_uid(salt, str(value)) if value and not _is_registry_uid(str(value)) else value
 
 
 def _empty(element: DataElement) -> None:

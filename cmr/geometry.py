@@ -30,8 +30,8 @@ class StackGeometry:
         return float(np.linalg.norm(self.slice_step))
 
     def slice_position(self, index: int) -> tuple[float, float, float]:
-        position = np.asarray(self.first_position) + index * np.asarray(self.slice_step)
-        return tuple(float(v) for v in position)
+        x, y, z = (float(v) for v in np.asarray(self.first_position) + index * np.asarray(self.slice_step))
+        return x, y, z
 
     def affine_lps(self) -> np.ndarray:
         """4x4 affine mapping (column, row, slice) indices to LPS millimetres."""

@@ -1,16 +1,22 @@
 """Site ingest: a hospital's DICOM folder (+ masks, manifest) → the local case store.
 
-``ingest_site`` reads every file (``cmr.dicom_series``), matches manifest rows and masks
-to the usable series (``cmr.manifest``, ``cmr.masks``), normalises subgroup attributes
-(``cmr.normalise``), de-identifies (``cmr.deid``) and writes each series as one case of
+``ingest_site`` is the one driver for every kind of series. It reads every file's
+header once and groups the images into series (``cmr.dicom_files``); hands each
+series to the reader that claims it (``cmr.reader_registry``: the LGE stack, MOLLI
+and T2-prep readers, and whichever a later kind registers), which checks it from its
+headers; matches manifest rows to the series that passed (``cmr.manifest``); then,
+one series at a time, has its reader decode it and load its label files
+(``cmr.series_readers.SeriesContent``), normalises the subgroup attributes
+(``cmr.normalise``), de-identifies (``cmr.deid``) and writes one case of
 ``cmr.store.CaseStore``. It never stops for a bad file, series, mask or manifest row:
-each is listed in ``SITE_DIR/ingest-report.json`` with a reason a person can act on.
+each is listed in ``SITE_DIR/ingest-report.json`` (``cmr.ingest_report``) with a
+reason a person can act on.
 
 Decisions:
 
-* **What the store holds.** Arrays, masks, normalised attributes, ``scar_type`` and the
+* **What the store holds.** Arrays, masks, normalised attributes, case labels and the
   affine, keyed by ``case_id`` = salted SHA-256 of (PatientID, StudyInstanceUID,
-  SeriesInstanceUID); plus ``store/headers/<case_id>.json``: the first slice's header
+  SeriesInstanceUID); plus ``store/headers/<case_id>.json``: the first image's header
   after the PS3.15 basic profile, in the DICOM JSON model (``Dataset.from_json`` reads
   it back), without binary values. Nothing in ``store/`` holds an identifier.
 * **What the report holds.** Counts, and every unusable file, series, mask and manifest
@@ -33,81 +39,30 @@ Decisions:
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from rich.text import Text
 
-from cmr.deid import case_id_for, deidentify, load_or_create_salt
-from cmr.dicom_series import DicomSeries, Rejection, SeriesDecodeError, scan_dicom_folder
+from cmr.deid import case_id_for, deidentify, load_or_create_salt, pseudonym
+from cmr.dicom_files import SeriesDecodeError, SeriesFiles, read_dicom_folder
+from cmr.ingest_labels import LabelFiles
+from cmr.ingest_report import REPORT_FILE, IngestReport, Rejection
 from cmr.manifest import Manifest, ManifestRow, match_rows, read_manifest
-from cmr.ingest_mapping import find_t1_mapping_series, ingest_t1_mapping_series, without_stack_rejections
-from cmr.masks import MASK_SUFFIXES, MaskMismatch, default_mask_path, load_mask
 from cmr.normalise import subgroup_attributes
+from cmr.reader_registry import reader_for, registered_readers
+from cmr.series_readers import CheckedSeries, SeriesContext, SeriesRefused
 from cmr.store import CaseStore
+
+__all__ = ["HEADERS_FOLDER", "REPORT_FILE", "IngestReport", "check_series", "deidentified_header_json", "ingest_site"]
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "ingest-report.json"
 HEADERS_FOLDER = "headers"  # under SITE_DIR/store
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
-
-
-@dataclass
-class IngestReport:
-    files_seen: int = 0
-    series_found: int = 0  # distinct series among the readable MR image files
-    cases_written: int = 0  # new or changed cases
-    cases_unchanged: int = 0  # already in the store, identical
-    cases_without_mask: int = 0  # ingested (written or unchanged) without a mask
-    rejections: list[Rejection] = field(default_factory=list)
-
-    @property
-    def files_rejected(self) -> int:
-        return sum(r.kind == "file" for r in self.rejections)
-
-    @property
-    def series_rejected(self) -> int:
-        return sum(r.kind == "series" for r in self.rejections)
-
-    def to_json_dict(self) -> dict[str, object]:
-        return {
-            "files_seen": self.files_seen,
-            "series_found": self.series_found,
-            "cases_written": self.cases_written,
-            "cases_unchanged": self.cases_unchanged,
-            "cases_without_mask": self.cases_without_mask,
-            "files_rejected": self.files_rejected,
-            "series_rejected": self.series_rejected,
-            "rejections": [{"kind": r.kind, "path": r.path, "reason": r.reason} for r in self.rejections],
-        }
-
-    def describe(self, max_rejections: int = 10) -> Text:
-        """Counts and the first rejections, for a terminal (no markup is interpreted)."""
-        text = Text()
-        text.append(
-            f"{self.files_seen} files, {self.series_found} series: "
-            f"{self.cases_written} cases written, {self.cases_unchanged} unchanged, "
-            f"{self.cases_without_mask} without a mask.\n"
-        )
-        if not self.rejections:
-            text.append("Nothing was rejected.")
-            return text
-        text.append(f"{len(self.rejections)} things could not be used", style="bold yellow")
-        text.append(f" ({self.files_rejected} files, {self.series_rejected} series):\n")
-        for rejection in self.rejections[:max_rejections]:
-            text.append(f"  {rejection.kind:8} ", style="dim")
-            text.append(rejection.path, style="bold")
-            text.append(f": {rejection.reason}\n")
-        if len(self.rejections) > max_rejections:
-            text.append(f"  … and {len(self.rejections) - max_rejections} more, listed in {REPORT_FILE}\n")
-        return text
 
 
 def _write_if_changed(path: Path, content: bytes) -> bool:
@@ -124,7 +79,7 @@ def deidentified_header_json(header: Dataset, salt: bytes) -> bytes:
     """The header after the basic profile, without binary values, as stable JSON bytes."""
     clean = deidentify(header, salt)
 
-    def drop_binary(container: Dataset, element) -> None:  # noqa: ANN001 - pydicom callback
+    def drop_binary(container: Dataset, element) -> None:
         if element.VR in _BINARY_VRS:
             del container[element.tag]
 
@@ -133,106 +88,78 @@ def deidentified_header_json(header: Dataset, salt: bytes) -> bytes:
     return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode("ascii")
 
 
-def _display_path(path: Path, base: Path | None) -> str:
-    """A label file's path as staff know it: relative to the folder holding the labels folder."""
-    if base is not None:
-        try:
-            return path.resolve().relative_to(base.resolve().parent).as_posix()
-        except ValueError:
-            pass
-    return path.name
+def check_series(series: SeriesFiles, rejections: list[Rejection]) -> CheckedSeries | None:
+    """The series as its reader checked it, or None; what could not be used goes to ``rejections``."""
+    try:
+        reader = reader_for(series)
+        if reader is None:
+            kinds = ", ".join(r.kind.value for r in registered_readers()) or "none"
+            rejections.append(
+                Rejection("series", series.folder, f"{series.label}: no reader claims this series (readers: {kinds})")
+            )
+            return None
+        verdict = reader.check(series)
+    except Exception as error:
+        log.exception("unexpected failure checking %s", series.label)
+        reason = f"{series.label}: not ingested ({type(error).__name__}: {error})"
+        rejections.append(Rejection("series", series.folder, reason))
+        return None
+    rejections.extend(verdict.rejections)
+    return verdict.series
 
 
-class _Ingest:
-    """One run's state: the store, the salt, the report and where masks come from."""
+class _CaseWriter:
+    """One run's store, salt, label files and report: turns each read series into a case."""
 
-    def __init__(self, site_dir: Path, labels_dir: Path | None, salt: bytes, report: IngestReport) -> None:
+    def __init__(self, site_dir: Path, salt: bytes, labels: LabelFiles, report: IngestReport) -> None:
         self.store = CaseStore(site_dir)
         self.headers_dir = self.store.root / HEADERS_FOLDER
-        self.labels_dir = labels_dir
         self.salt = salt
+        self.labels = labels
         self.report = report
-        self.used_label_files: set[Path] = set()
 
     def reject(self, kind: str, path: str, reason: str) -> None:
         self.report.rejections.append(Rejection(kind, path, reason))
 
-    def mask_for(self, series: DicomSeries, row: ManifestRow | None, manifest_name: str):  # noqa: ANN201
-        """The series' mask as [slice,row,col] uint8, or None (with the reason reported)."""
-        if row is not None and row.mask_file:
-            if self.labels_dir is None:
-                self.reject(
-                    "manifest", manifest_name,
-                    f"line {row.line}: mask_file is set but no labels folder was given (--labels); "
-                    "case ingested without a mask",
-                )
-                return None
-            path = self.labels_dir / row.mask_file
-            if not path.is_file():
-                self.reject(
-                    "mask", _display_path(path, self.labels_dir),
-                    f"file not found (mask_file of {manifest_name} line {row.line}); case ingested without a mask",
-                )
-                return None
-        elif self.labels_dir is not None:
-            path = default_mask_path(self.labels_dir, series.series_instance_uid)
-            if path is None:
-                return None
-        else:
-            return None
-        self.used_label_files.add(path.resolve())
+    def ingest(self, series: CheckedSeries, row: ManifestRow | None, manifest_name: str) -> None:
+        files = series.files
+        context = SeriesContext(
+            row=row,
+            manifest_name=manifest_name,
+            labels=self.labels,
+            study=pseudonym(self.salt, "study", files.patient_id, files.study_instance_uid),
+        )
         try:
-            return load_mask(path, series.geometry, series.shape)
-        except MaskMismatch as mismatch:
-            self.reject(
-                "mask", _display_path(path, self.labels_dir),
-                f"{mismatch} ({series.label}); case ingested without a mask",
-            )
-            return None
-
-    def ingest(self, series: DicomSeries, row: ManifestRow | None, manifest_name: str) -> None:
-        try:
-            image = series.load_image()
+            content = series.read(context)
         except SeriesDecodeError as error:
             self.reject("file", error.relative, error.reason)
             self.reject(
-                "series", series.folder,
-                f"{series.label}: not ingested, because {error.relative} cannot be decoded",
+                "series", files.folder, f"{files.label}: not ingested, because {error.relative} cannot be decoded"
             )
             return
-        mask = self.mask_for(series, row, manifest_name)
-        header = series.first_file.header
-        attributes = subgroup_attributes(header, row.overrides if row else None)
-        case_id = case_id_for(self.salt, series.patient_id, series.study_instance_uid, series.series_instance_uid)
-        spacing = (*series.geometry.pixel_spacing, series.geometry.slice_spacing)
+        except SeriesRefused as refused:
+            self.reject("series", files.folder, f"{files.label}: not ingested ({refused})")
+            return
+        attributes = subgroup_attributes(content.header, row.overrides if row else None)
+        case_id = case_id_for(self.salt, files.patient_id, files.study_instance_uid, files.series_instance_uid)
         stored = self.store.put(
             case_id,
-            image,
-            mask,
-            spacing,  # type: ignore[arg-type]
+            content.image,
+            content.mask,
+            content.spacing_mm,
             attributes,
-            case_labels=dict(row.case_labels) if row else {},
-            affine_ras=series.geometry.affine_ras(),
+            case_labels=content.case_labels,
+            affine_ras=content.affine_ras,
+            extra_arrays=content.extra_arrays,
         )
-        header_json = deidentified_header_json(series.header_of_first_slice(), self.salt)
+        header_json = deidentified_header_json(content.header, self.salt)
         header_written = _write_if_changed(self.headers_dir / f"{case_id}.json", header_json)
         if stored or header_written:
             self.report.cases_written += 1
         else:
             self.report.cases_unchanged += 1
-        if mask is None:
+        if content.without_mask:
             self.report.cases_without_mask += 1
-
-    def report_unused_label_files(self) -> None:
-        if self.labels_dir is None or not self.labels_dir.is_dir():
-            return
-        for path in sorted(self.labels_dir.rglob("*")):
-            if path.is_file() and path.name.endswith(MASK_SUFFIXES) and path.resolve() not in self.used_label_files:
-                self.reject(
-                    "labels", _display_path(path, self.labels_dir),
-                    "matches no ingested series (neither a manifest mask_file nor "
-                    "<SeriesInstanceUID>.nii.gz of a usable series)",
-                )
 
 
 def ingest_site(
@@ -244,7 +171,7 @@ def ingest_site(
 ) -> IngestReport:
     """Ingest a hospital's DICOM folder into ``SITE_DIR/store``; see the module docstring.
 
-    ``on_progress(done, total)`` counts files read, then slices decoded.
+    ``on_progress(done, total)`` counts files read, then images decoded.
     Raises only for what makes the whole run impossible: a missing DICOM folder,
     manifest or labels folder, or an unusable salt.
     """
@@ -268,40 +195,37 @@ def ingest_site(
         nonlocal files_total
         files_total = total
         if on_progress is not None:
-            on_progress(done, 2 * total)
+            on_progress(done, 2 * total)  # a guess until the series are known
 
-    scan = scan_dicom_folder(dicom_dir, exclude=exclude, on_file_read=files_read)
-    report.files_seen, report.series_found = scan.files_seen, scan.series_found
-    # T1-mapping (MOLLI) series are frames at one position, which the stack reader refuses:
-    # they are read by cmr.ingest_mapping instead, and the stack reader's refusal is dropped.
-    mapping_series = find_t1_mapping_series(dicom_dir, exclude)
-    report.rejections.extend(without_stack_rejections(scan.rejections, mapping_series))
-    rows = match_rows(parsed_manifest, [*scan.series, *mapping_series]) if manifest is not None else {}
+    folder = read_dicom_folder(dicom_dir, exclude, on_file_read=files_read)
+    report.files_seen, report.series_found = folder.files_seen, folder.series_found
+    report.rejections.extend(folder.rejections)
+    checked = [s for s in (check_series(files, report.rejections) for files in folder.series) if s is not None]
+    checked.sort(key=lambda s: (s.files.folder, s.files.files[0].relative))
+    rows = match_rows(parsed_manifest, [s.files for s in checked]) if manifest is not None else {}
 
-    run = _Ingest(site_dir, labels_dir, salt, report)
-    done, total = files_total, files_total + sum(len(s.slices) for s in scan.series)
-    for series in scan.series:
+    labels = LabelFiles(labels_dir, parsed_manifest.name, report.rejections.append)
+    writer = _CaseWriter(site_dir, salt, labels, report)
+    done, total = files_total, files_total + sum(s.n_images for s in checked)
+    for series in checked:
         try:
-            run.ingest(series, rows.get(series.series_instance_uid), parsed_manifest.name)
-        except Exception as error:  # noqa: BLE001 - one bad series never stops the rest
-            log.exception("unexpected failure ingesting %s", series.label)
-            run.reject("series", series.folder, f"{series.label}: not ingested ({type(error).__name__}: {error})")
-        done += len(series.slices)
+            writer.ingest(series, rows.get(series.files.series_instance_uid), parsed_manifest.name)
+        except Exception as error:
+            log.exception("unexpected failure ingesting %s", series.files.label)
+            reason = f"{series.files.label}: not ingested ({type(error).__name__}: {error})"
+            writer.reject("series", series.files.folder, reason)
+        done += series.n_images
         if on_progress is not None:
             on_progress(done, total)
-    for found in mapping_series:
-        try:
-            ingest_t1_mapping_series(run, found, rows.get(found.series_instance_uid), parsed_manifest.name)
-        except Exception as error:  # noqa: BLE001 - one bad series never stops the rest
-            log.exception("unexpected failure ingesting the T1-mapping series in %s", found.relative_folder)
-            run.reject("series", found.relative_folder, f"T1-mapping series not ingested ({type(error).__name__}: {error})")
-    run.report_unused_label_files()
+    labels.report_unused()
     report.rejections.extend(parsed_manifest.problems)
 
-    document = {"finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **report.to_json_dict()}
-    (site_dir / REPORT_FILE).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    report.write(site_dir)
     log.info(
         "ingested %s: %d written, %d unchanged, %d rejections",
-        site_dir, report.cases_written, report.cases_unchanged, len(report.rejections),
+        site_dir,
+        report.cases_written,
+        report.cases_unchanged,
+        len(report.rejections),
     )
     return report

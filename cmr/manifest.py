@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from cmr.dicom_series import DicomSeries, Rejection
+from cmr.ingest_report import Rejection
 from cmr.normalise import OVERRIDE_COLUMNS
 
 IDENTIFIER_COLUMNS = ("patient_id", "series_instance_uid")
-CASE_LABEL_COLUMNS = ("scar_type", "haematocrit", "contrast")  # the last two: T1-mapping series (cmr.ingest_mapping)
+CASE_LABEL_COLUMNS = ("scar_type", "haematocrit", "contrast")  # the last two: MOLLI series (cmr.ingest_mapping)
 NOT_STORED_COLUMNS = ("height_cm", "weight_kg")
 KNOWN_COLUMNS = (*IDENTIFIER_COLUMNS, "mask_file", *OVERRIDE_COLUMNS, *CASE_LABEL_COLUMNS, *NOT_STORED_COLUMNS)
 
@@ -42,6 +44,16 @@ class ManifestRow:
     mask_file: str
     overrides: dict[str, str] = field(default_factory=dict)  # non-blank OVERRIDE_COLUMNS
     case_labels: dict[str, str] = field(default_factory=dict)  # non-blank CASE_LABEL_COLUMNS
+
+
+class NamedSeries(Protocol):
+    """What matching needs of a series, whatever its kind."""
+
+    @property
+    def series_instance_uid(self) -> str: ...
+
+    @property
+    def patient_id(self) -> str: ...
 
 
 @dataclass
@@ -103,7 +115,7 @@ def read_manifest(path: Path) -> Manifest:
     return manifest
 
 
-def match_rows(manifest: Manifest, series: list[DicomSeries]) -> dict[str, ManifestRow]:
+def match_rows(manifest: Manifest, series: Sequence[NamedSeries]) -> dict[str, ManifestRow]:
     """Manifest row for each usable series (by SeriesInstanceUID); problems go to the manifest.
 
     A row naming a series_instance_uid matches that series; a row with only a
@@ -111,7 +123,7 @@ def match_rows(manifest: Manifest, series: list[DicomSeries]) -> dict[str, Manif
     never the identifiers themselves.
     """
     by_uid = {s.series_instance_uid: s for s in series}
-    by_patient: dict[str, list[DicomSeries]] = defaultdict(list)
+    by_patient: dict[str, list[NamedSeries]] = defaultdict(list)
     for s in series:
         by_patient[s.patient_id].append(s)
     matched: dict[str, ManifestRow] = {}
@@ -119,10 +131,14 @@ def match_rows(manifest: Manifest, series: list[DicomSeries]) -> dict[str, Manif
         if row.series_instance_uid:
             target = by_uid.get(row.series_instance_uid)
             if target is None:
-                manifest.problem(row.line, "its series_instance_uid matches no usable series (missing, or rejected above)")
+                manifest.problem(
+                    row.line, "its series_instance_uid matches no usable series (missing, or rejected above)"
+                )
                 continue
             if row.patient_id and row.patient_id != target.patient_id:
-                manifest.problem(row.line, "its patient_id differs from the PatientID of the series it names; row skipped")
+                manifest.problem(
+                    row.line, "its patient_id differs from the PatientID of the series it names; row skipped"
+                )
                 continue
         else:
             candidates = by_patient.get(row.patient_id, [])

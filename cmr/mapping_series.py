@@ -1,17 +1,22 @@
-"""Read the source images of a T1 (MOLLI) or T2 (T2-prep) map from a DICOM folder.
+"""Read the source images of a T1 (MOLLI) or T2 (T2-prep) map.
 
-Every file in the folder (any nesting) must be one frame of one series at one
-slice position. Frames are returned sorted by their time: ``InversionTime`` for
-T1; for T2 the prep duration from ``ImageComments`` (``T2prep 25 ms``) or else
-``EchoTime``. Anything that would make a map wrong is refused with
-``MappingSeriesError`` naming the file and the problem: a file that is not
-DICOM, a missing, non-numeric or duplicated time, frames of different series,
-size, orientation, position or spacing, or too few frames.
+Every file must be one frame of one series at one slice position. Frames are
+sorted by their time: ``InversionTime`` for T1; for T2 the prep duration from
+``ImageComments`` (``T2prep 25 ms``) or else ``EchoTime``. Anything that would make
+a map wrong is refused with ``MappingSeriesError`` naming the file and the problem:
+a file that is not DICOM, a missing, non-numeric or duplicated time, frames of
+different series, size, orientation, position or spacing, or too few frames.
+
+Two steps, so that the site ingest can check every series from the headers it has
+already read and decode one series at a time: :func:`check_mapping_frames` (headers
+only) and :meth:`MappingFrames.decode`. :func:`read_mapping_series` does both for a
+folder a person points at (``cmrfl map``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +24,17 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from cmr.dicom_series import find_files
+from cmr.dicom_files import find_files
 from cmr.geometry import StackGeometry
 
 MIN_FRAMES = {"t1": 4, "t2": 2}  # a three-parameter fit needs 4; a mono-exponential 2
 _T2PREP_COMMENT = re.compile(r"T2\s*-?\s*prep(?:aration)?(?:\s*duration)?\s*[=:]?\s*(-?\d+(?:\.\d+)?)\s*(?:ms)?", re.I)
+_T2PREP_NAME = re.compile(r"T2\s*-?\s*prep", re.I)
 _GEOMETRY_TOLERANCE = 1e-3
 
 
 class MappingSeriesError(Exception):
-    """The folder cannot be read as one mapping series; the message says which file and why."""
+    """The files cannot be read as one mapping series; the message says which file and why."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,43 @@ class MappingSeries:
     def affine_ras(self) -> np.ndarray:
         """NIfTI affine of a ``[column, row, 1]`` map of this slice."""
         return self.geometry.affine_ras()
+
+
+@dataclass(frozen=True)
+class MappingFrames:
+    """A mapping series checked from its headers; pixel data not yet decoded."""
+
+    times_ms: np.ndarray  # ascending
+    kind: str  # "t1" or "t2"
+    geometry: StackGeometry
+    files: tuple[Path, ...]  # in time order
+    rescale: tuple[tuple[float, float], ...]  # (slope, intercept) of each file, in time order
+    series_instance_uid: str
+    heart_rate_bpm: float | None
+
+    def decode(self, pixels_of: Callable[[Path], np.ndarray]) -> MappingSeries:
+        """The frames, rescaled, from ``pixels_of(path)`` (a file's stored pixel array)."""
+        frames = [
+            pixels_of(path).astype(np.float32) * slope + intercept
+            for path, (slope, intercept) in zip(self.files, self.rescale)
+        ]
+        return MappingSeries(
+            frames=np.stack(frames),
+            times_ms=self.times_ms,
+            kind=self.kind,
+            geometry=self.geometry,
+            files=self.files,
+            series_instance_uid=self.series_instance_uid,
+            heart_rate_bpm=self.heart_rate_bpm,
+        )
+
+
+def is_t2prep_header(dataset: pydicom.Dataset) -> bool:
+    """Whether a frame says it is T2-prepared: a ``T2prep <ms>`` comment, or T2-prep in its names."""
+    if _T2PREP_COMMENT.search(str(dataset.get("ImageComments", "") or "")):
+        return True
+    names = " ".join(str(dataset.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName"))
+    return bool(_T2PREP_NAME.search(names))
 
 
 def _number(value: object) -> float | None:
@@ -94,8 +137,79 @@ def _geometry_key(dataset: pydicom.Dataset, where: str) -> tuple:
 
 def _same(a: tuple, b: tuple) -> bool:
     return a[0] == b[0] and all(
-        np.allclose(x, y, atol=_GEOMETRY_TOLERANCE * max(1.0, float(np.max(np.abs(x)))))
-        for x, y in zip(a[1:], b[1:])
+        np.allclose(x, y, atol=_GEOMETRY_TOLERANCE * max(1.0, float(np.max(np.abs(x))))) for x, y in zip(a[1:], b[1:])
+    )
+
+
+def check_mapping_frames(
+    headers: Sequence[tuple[Path, pydicom.Dataset]],
+    kind: str,
+    *,
+    where: str,
+    name_of: Callable[[Path], str] = str,
+) -> MappingFrames:
+    """Check the ``kind`` (``t1`` or ``t2``) frames of one series from their headers.
+
+    ``where`` names the series in messages, ``name_of`` a file (its path by default).
+    """
+    if kind not in MIN_FRAMES:
+        raise ValueError(f"kind: expected 't1' or 't2', got {kind!r}")
+    if not headers:
+        raise MappingSeriesError(f"{where}: holds no files")
+    records = []
+    for path, dataset in headers:
+        name = name_of(path)
+        if "PixelData" not in dataset:
+            raise MappingSeriesError(f"{name}: holds no image (no PixelData)")
+        if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
+            raise MappingSeriesError(f"{name}: is a multi-frame object; expected one image per file")
+        records.append((path, dataset, _frame_time(dataset, kind, name), _geometry_key(dataset, name)))
+
+    series_uids = {str(d.get("SeriesInstanceUID", "")) for _, d, _, _ in records}
+    if len(series_uids) > 1:
+        raise MappingSeriesError(
+            f"{where}: mixes {len(series_uids)} series (SeriesInstanceUID); give one series per folder"
+        )
+    reference_path, _, _, reference = records[0]
+    for path, _, _, key in records[1:]:
+        if not _same(key, reference):
+            raise MappingSeriesError(
+                f"{name_of(path)}: geometry differs from {reference_path.name} (size {key[0]} vs {reference[0]},"
+                f" position {key[2]} vs {reference[2]}); all frames must share one slice"
+            )
+    seen: dict[float, Path] = {}
+    for path, _, time, _ in records:
+        if time in seen:
+            label = "InversionTime" if kind == "t1" else "T2-prep duration"
+            raise MappingSeriesError(f"{name_of(path)}: {label} {time:g} ms duplicates that of {name_of(seen[time])}")
+        seen[time] = path
+    if len(records) < MIN_FRAMES[kind]:
+        raise MappingSeriesError(
+            f"{where}: {len(records)} frame(s); a {kind.upper()} fit needs at least {MIN_FRAMES[kind]}"
+        )
+
+    records.sort(key=lambda record: record[2])
+    (_rows, _columns), orientation, position, spacing = reference
+    first = records[0][1]
+    thickness = _number(first.get("SliceThickness")) or 1.0
+    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    geometry = StackGeometry(
+        image_orientation=orientation,
+        first_position=position,
+        pixel_spacing=spacing,
+        slice_step=tuple(float(v) for v in thickness * normal / np.linalg.norm(normal)),  # type: ignore[arg-type]
+    )
+    return MappingFrames(
+        times_ms=np.asarray([record[2] for record in records], dtype=np.float64),
+        kind=kind,
+        geometry=geometry,
+        files=tuple(record[0] for record in records),
+        rescale=tuple(
+            (_number(d.get("RescaleSlope", 1.0)) or 1.0, _number(d.get("RescaleIntercept", 0.0)) or 0.0)
+            for _, d, _, _ in records
+        ),
+        series_instance_uid=series_uids.pop(),
+        heart_rate_bpm=_number(first.get("HeartRate")),
     )
 
 
@@ -106,73 +220,22 @@ def read_mapping_series(series_dir: Path, kind: str) -> MappingSeries:
     series_dir = Path(series_dir)
     if not series_dir.is_dir():
         raise MappingSeriesError(f"{series_dir}: not a folder")
-    paths = find_files(series_dir)
-    if not paths:
-        raise MappingSeriesError(f"{series_dir}: holds no files")
-
-    records = []
-    for path in paths:
-        where = str(path)
+    datasets: dict[Path, pydicom.Dataset] = {}
+    for path in find_files(series_dir):
         try:
-            dataset = pydicom.dcmread(path)
+            datasets[path] = pydicom.dcmread(path)
         except InvalidDicomError:
-            raise MappingSeriesError(f"{where}: not a DICOM file") from None
-        except Exception as error:  # noqa: BLE001 - any parse failure is a reason to refuse
-            raise MappingSeriesError(f"{where}: cannot be read ({type(error).__name__}: {error})") from None
-        if "PixelData" not in dataset:
-            raise MappingSeriesError(f"{where}: holds no image (no PixelData)")
-        if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
-            raise MappingSeriesError(f"{where}: is a multi-frame object; expected one image per file")
-        records.append((path, dataset, _frame_time(dataset, kind, where), _geometry_key(dataset, where)))
+            raise MappingSeriesError(f"{path}: not a DICOM file") from None
+        except Exception as error:
+            raise MappingSeriesError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    frames = check_mapping_frames(list(datasets.items()), kind, where=str(series_dir))
 
-    series_uids = {str(d.get("SeriesInstanceUID", "")) for _, d, _, _ in records}
-    if len(series_uids) > 1:
-        raise MappingSeriesError(f"{series_dir}: mixes {len(series_uids)} series (SeriesInstanceUID); give one series per folder")
-    reference_path, _, _, reference = records[0]
-    for path, _, _, key in records[1:]:
-        if not _same(key, reference):
-            raise MappingSeriesError(
-                f"{path}: geometry differs from {reference_path.name} (size {key[0]} vs {reference[0]},"
-                f" position {key[2]} vs {reference[2]}); all frames must share one slice"
-            )
-    seen: dict[float, Path] = {}
-    for path, _, time, _ in records:
-        if time in seen:
-            label = "InversionTime" if kind == "t1" else "T2-prep duration"
-            raise MappingSeriesError(f"{path}: {label} {time:g} ms duplicates that of {seen[time]}")
-        seen[time] = path
-    if len(records) < MIN_FRAMES[kind]:
-        raise MappingSeriesError(
-            f"{series_dir}: {len(records)} frame(s); a {kind.upper()} fit needs at least {MIN_FRAMES[kind]}"
-        )
-
-    records.sort(key=lambda record: record[2])
-    frames = []
-    for path, dataset, _, _ in records:
+    def pixels_of(path: Path) -> np.ndarray:
         try:
-            pixels = dataset.pixel_array.astype(np.float32)
-        except Exception as error:  # noqa: BLE001
-            raise MappingSeriesError(f"{path}: pixel data cannot be decoded ({type(error).__name__}: {error})") from None
-        slope = _number(dataset.get("RescaleSlope", 1.0)) or 1.0
-        intercept = _number(dataset.get("RescaleIntercept", 0.0)) or 0.0
-        frames.append(pixels * slope + intercept)
+            return datasets[path].pixel_array
+        except Exception as error:
+            raise MappingSeriesError(
+                f"{path}: pixel data cannot be decoded ({type(error).__name__}: {error})"
+            ) from None
 
-    (rows, columns), orientation, position, spacing = reference
-    first = records[0][1]
-    thickness = _number(first.get("SliceThickness")) or 1.0
-    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
-    geometry = StackGeometry(
-        image_orientation=orientation,  # type: ignore[arg-type]
-        first_position=position,  # type: ignore[arg-type]
-        pixel_spacing=spacing,  # type: ignore[arg-type]
-        slice_step=tuple(float(v) for v in thickness * normal / np.linalg.norm(normal)),  # type: ignore[arg-type]
-    )
-    return MappingSeries(
-        frames=np.stack(frames),
-        times_ms=np.asarray([record[2] for record in records], dtype=np.float64),
-        kind=kind,
-        geometry=geometry,
-        files=tuple(record[0] for record in records),
-        series_instance_uid=series_uids.pop(),
-        heart_rate_bpm=_number(first.get("HeartRate")),
-    )
+    return frames.decode(pixels_of)

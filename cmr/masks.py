@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import io_orientation, ornt_transform
+from nibabel.spatialimages import SpatialImage
 
 from cmr.geometry import StackGeometry, affines_match, nifti_array_to_stack
 from cmr.labels import TissueLabel
@@ -46,8 +47,10 @@ def load_mask(path: Path, geometry: StackGeometry, stack_shape: tuple[int, int, 
     """The mask as uint8 ``[slice, row, column]`` on the series' grid, or MaskMismatch."""
     try:
         image = nib.load(path)
+        if not isinstance(image, SpatialImage):
+            raise TypeError(f"{type(image).__name__} is not a volume")
         data = np.asanyarray(image.dataobj)
-    except Exception as error:  # noqa: BLE001 - unreadable is a reason, not a crash
+    except Exception as error:
         raise MaskMismatch(f"cannot be read as NIfTI ({type(error).__name__}: {error})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -67,9 +70,7 @@ def load_mask(path: Path, geometry: StackGeometry, stack_shape: tuple[int, int, 
         if candidate.shape == expected_shape and affines_match(reoriented.affine, target):
             data, affine = candidate, reoriented.affine
         elif data.shape != expected_shape:
-            raise MaskMismatch(
-                f"shape {data.shape} [column,row,slice] does not match the series' {expected_shape}"
-            )
+            raise MaskMismatch(f"shape {data.shape} [column,row,slice] does not match the series' {expected_shape}")
         else:
             distance = _corner_distance_mm(affine, target, expected_shape)
             raise MaskMismatch(

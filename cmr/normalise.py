@@ -160,8 +160,16 @@ def normalise_sex(value: object) -> str:
 # Phrases that say the value is not known come first; "mixed" wins over the groups it
 # mixes ("White and Black Caribbean" is Mixed); then exactly one group must be named.
 _NOT_STATED = (
-    "not stated", "not known", "unknown", "refused", "declined", "prefer not",
-    "not recorded", "not given", "unavailable", "n a",
+    "not stated",
+    "not known",
+    "unknown",
+    "refused",
+    "declined",
+    "prefer not",
+    "not recorded",
+    "not given",
+    "unavailable",
+    "n a",
 )
 _MIXED_WORDS = {"mixed", "multiple", "multiethnic", "biracial"}
 _GROUP_WORDS = {
@@ -212,9 +220,7 @@ def _study_date(header: Mapping[str, object]) -> object:
     return None
 
 
-def subgroup_attributes(
-    header: Mapping[str, object], overrides: Mapping[str, str] | None = None
-) -> SubgroupAttributes:
+def subgroup_attributes(header: Mapping[str, object], overrides: Mapping[str, str] | None = None) -> SubgroupAttributes:
     """Attributes from a DICOM header (keyword → value) with manifest overrides.
 
     ``header`` is anything with ``.get(keyword)``: a pydicom Dataset or a dict.
@@ -230,7 +236,5 @@ def subgroup_attributes(
         ),
         ethnicity=normalise_ethnicity(given.get("ethnicity", header.get("EthnicGroup"))),
         vendor=normalise_vendor(given.get("vendor", header.get("Manufacturer"))),
-        field_strength=normalise_field_strength(
-            given.get("field_strength", header.get("MagneticFieldStrength"))
-        ),
+        field_strength=normalise_field_strength(given.get("field_strength", header.get("MagneticFieldStrength"))),
     )

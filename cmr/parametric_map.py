@@ -64,7 +64,9 @@ def region_statistics(values: np.ndarray, region: np.ndarray) -> RegionStatistic
     if finite.size == 0:
         return RegionStatistics(0, int(inside.size), float("nan"), float("nan"), float("nan"))
     return RegionStatistics(
-        n_pixels=int(finite.size), n_invalid=int(inside.size - finite.size),
-        mean=float(finite.mean()), sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+        n_pixels=int(finite.size),
+        n_invalid=int(inside.size - finite.size),
+        mean=float(finite.mean()),
+        sd=float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
         median=float(np.median(finite)),
     )

@@ -96,7 +96,8 @@ def content_sha256(
     digest.update(np.ascontiguousarray(image, dtype=np.float32).tobytes())
     if mask is not None:
         digest.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    for name in sorted(extra_arrays or {}):  # none for image-and-mask cases: their hash is unchanged
+    extra_arrays = extra_arrays or {}
+    for name in sorted(extra_arrays):  # none for image-and-mask cases: their hash is unchanged
         array = np.ascontiguousarray(extra_arrays[name])
         digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(array.tobytes())

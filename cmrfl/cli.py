@@ -50,32 +50,42 @@ def phantom(
     sites: Annotated[int, typer.Option(min=1, help="Number of hospitals.")] = 3,
     cases_per_site: Annotated[int, typer.Option(min=1, help="Patients per hospital.")] = 24,
     seed: Annotated[int, typer.Option(help="Everything is deterministic for a seed.")] = 0,
-    task: Annotated[str, typer.Option(help="lge (LGE stacks) or mapping (native and post-contrast MOLLI).")] = "lge",
-    max_motion_mm: Annotated[float, typer.Option(min=0, help="mapping: motion between frames, up to this.")] = 0.0,
+    task: Annotated[str, typer.Option(help="The task whose acquisitions to render (cmrfl demo --help lists them).")] = "lge",
+    max_motion_mm: Annotated[
+        float | None, typer.Option(min=0, help="Motion between frames, up to this (tasks whose phantom takes it).")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="lge: processes writing cases side by side (default: one per core).")
+        int | None, typer.Option(min=1, help="Processes writing cases side by side (default: one per core).")
     ] = None,
 ) -> None:
     """Write synthetic multi-vendor hospitals: DICOM series, masks and a manifest per site."""
     from rich.progress import Progress
 
-    from cmr.phantom import generate_consortium
-    from cmr.phantom.mapping_consortium import generate_mapping_consortium
-
-    if task not in ("lge", "mapping"):
-        fail(f"--task {task!r}: choose lge or mapping")
+    recipe = _demo_recipe(task)
+    options = {} if max_motion_mm is None else {"max_motion_mm": max_motion_mm}
     with Progress(console=console) as progress:
         bar = progress.add_task("Generating", total=sites * cases_per_site)
-        if task == "mapping":
-            generate_mapping_consortium(
-                out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar), max_motion_mm=max_motion_mm
-            )
-        else:
-            generate_consortium(
+        try:
+            recipe.generate(
                 out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar),
-                workers=workers or os.cpu_count() or 1,
+                workers=workers or os.cpu_count() or 1, **options,
             )
+        except TypeError as unknown:
+            fail(f"--task {task}: its phantom does not take these options ({unknown})")
     console.print(f"Wrote {sites} hospitals × {cases_per_site} cases to [bold]{out}[/]")
+
+
+def _demo_recipe(task: str):  # noqa: ANN202 - tasks.base is imported lazily (torch)
+    from tasks import get_task, task_names
+    from tasks.registry import UnknownTaskError
+
+    try:
+        recipe = get_task(task).demo
+    except UnknownTaskError:
+        fail(f"--task {task!r}: choose one of {', '.join(task_names())}")
+    if recipe is None:
+        fail(f"--task {task}: the task declares no synthetic hospitals (no demo recipe)")
+    return recipe
 
 
 @site_app.command("ingest")
@@ -132,11 +142,13 @@ def site_privacy(
 
 @app.command()
 def demo(
+    task: Annotated[str, typer.Option(help="Any registered task: lge (scar segmentation), mapping (T1 maps), ...")] = "lge",
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic hospitals.")] = 3,
     cases_per_site: Annotated[
-        int, typer.Option(min=4, help="Patients per hospital (60: enough for the fairness audit to compare groups).")
-    ] = 60,
-    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 10,
+        int | None,
+        typer.Option(min=4, help="Patients per hospital (default: the task's; lge 60, enough for the fairness audit)."),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default: the task's; lge 10).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
@@ -171,6 +183,7 @@ def demo(
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or None
     try:
         settings = DemoSettings(
+            task=task,
             sites=sites,
             cases_per_site=cases_per_site,
             rounds=rounds,
@@ -206,15 +219,22 @@ def audit_report(
 ) -> None:
     """Write RUN_DIR/fairness-audit.html and .json from the subgroup statistics the sites sent."""
     from fairness.report import write_audit_report
-    from fairness.run_store import NoFairnessStatistics
+    from fairness.run_store import NoFairnessStatistics, load_run_statistics
+    from tasks import get_task
 
     for folder in (run_dir, baseline):
         if folder is not None and not folder.is_dir():
             fail(f"run folder not found: {folder}")
     try:
-        html_path, json_path = write_audit_report(run_dir, baseline_dir=baseline)
+        task_name = load_run_statistics(run_dir).last.task  # the run store records which task it audits
+        spec = get_task(task_name).audit_spec
+        if spec is None:
+            fail(f"{run_dir}: task {task_name!r} declares no fairness audit")
+        html_path, json_path = write_audit_report(run_dir, spec, baseline_dir=baseline)
     except NoFairnessStatistics as missing:
         fail(str(missing))
+    except KeyError as unknown:  # a task this installation does not have
+        fail(f"{run_dir}: {unknown.args[0]}")
     except ValueError as invalid:
         fail(f"{run_dir}: {invalid}")
     console.print(f"Wrote [bold]{html_path}[/] and [bold]{json_path}[/]")

@@ -246,13 +246,13 @@ def pull(
 
 
 def predict(
-    series_dir: Annotated[Path, typer.Argument(help="Folder holding one DICOM series (short-axis LGE stack).")],
+    series_dir: Annotated[Path, typer.Argument(help="Folder holding one DICOM series (e.g. a short-axis LGE stack).")],
     site_dir: Annotated[Path, typer.Option(help="The site's folder (pulled models in models/).")],
     model: Annotated[str, typer.Option(help="MODEL (latest pulled version) or MODEL:VERSION.")],
-    out: Annotated[Path, typer.Option(help="Folder for the segmentation (NIfTI), scar burden (JSON) and overlay (PNG).")],
+    out: Annotated[Path, typer.Option(help="Folder for what the model's task writes (LGE: segmentation, scar burden, overlay).")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Segment scar in one local DICOM series with a pulled, verified model."""
+    """Apply a pulled, verified model to one local DICOM series (its task says what it writes)."""
     from client.model_trust import SignatureError
     from client.predict import SeriesError, predict_series
 
@@ -261,11 +261,8 @@ def predict(
         result = predict_series(site_dir, name, series_dir, out, version or None, device)
     except SignatureError as refused:
         fail(f"refused {model}: {refused}")
-    except (SeriesError, FileNotFoundError) as problem:
+    except (SeriesError, FileNotFoundError, NotImplementedError) as problem:
         fail(str(problem))
-    burden = "no myocardium found" if result.scar_burden_percent is None else f"{result.scar_burden_percent:.1f} %"
-    console.print(
-        f"Scar burden: [bold]{burden}[/] of myocardium (myocardium {result.myocardium_ml:.1f} ml, "
-        f"scar {result.scar_ml:.1f} ml)\nWrote {result.segmentation}, {result.result}, {result.overlay}",
-        highlight=False,
-    )
+    for line in result.lines:
+        console.print(line, highlight=False)
+    console.print("Wrote " + ", ".join(str(path) for path in result.files.values()), highlight=False)

@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cmr.phantom import generate_consortium
 from cmrfl.demo_registry import (
     check_demo_registry,
     register_demo_model,
@@ -24,19 +23,20 @@ from cmrfl.demo_registry import (
 )
 from cmrfl.parallel_ingest import ingest_hospitals
 from cmrfl.simulation import run_simulated_federation
-from tasks.sampling import GROUP_BALANCED, mitigation_problems
+from tasks import get_task
+from tasks.base import Task
+from tasks.settings import GROUP_BALANCED, mitigation_problems
 
 
 @dataclass(frozen=True)
 class DemoSettings:
+    # Any registered task; its DemoRecipe (tasks/<name>/) says how the phantom renders its
+    # hospitals and gives the defaults below that are None (the LGE task: 60 patients a
+    # hospital, 10 rounds, README "How long it takes").
+    task: str = "lge"
     sites: int = 3
-    # 60 patients a hospital: about 13 validation patients each, so that groups of 10 or
-    # more reach the fairness audit (a site withholds smaller ones) and the model learns
-    # scar as well as myocardium. 10 rounds: on a 2-core machine the whole demo took
-    # 3 min 23 s (10.6 s a round), consortium myocardium Dice 0.85; 20 rounds reach 0.89
-    # in about two minutes more (README, "How long it takes").
-    cases_per_site: int = 60
-    rounds: int = 10
+    cases_per_site: int | None = None
+    rounds: int | None = None
     seed: int = 0
     out: Path = Path("runs/demo")
     strategy: str = "fedavg"
@@ -51,13 +51,22 @@ class DemoSettings:
     # MLFLOW_TRACKING_URI) or, without one, in the demo's own registry in OUT/registry.
     register: bool = True
     tracking_uri: str | None = None
-    model_name: str = "lge-scar"
+    model_name: str | None = None
     # Train a second time on the same hospitals with group-balanced sampling (OUT/run-balanced)
     # and write that run's fairness report with the first run as its "before".
     compare_mitigation: bool = False
     balance_attribute: str = "sex"
 
     def __post_init__(self) -> None:
+        recipe = get_task(self.task).demo
+        if recipe is None:
+            raise ValueError(f"--task {self.task}: the task declares no demo (no phantom hospitals for it)")
+        # Fill the task's defaults in, so that everything downstream reads one number.
+        for name, default in (
+            ("cases_per_site", recipe.cases_per_site), ("rounds", recipe.rounds), ("model_name", recipe.model_name),
+        ):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         if self.compare_mitigation:
             problems = mitigation_problems(GROUP_BALANCED, self.balance_attribute, self.dp_sgd)
             if problems:
@@ -76,6 +85,8 @@ def _progress(console: Console) -> Progress:
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
+    task = get_task(settings.task)
+    assert task.demo is not None and settings.rounds and settings.cases_per_site and settings.model_name  # __post_init__
     out = settings.out
     hospitals_dir, sites_dir, run_dir = out / "hospitals", out / "sites", out / "run"
     balanced_dir = out / "run-balanced"
@@ -91,11 +102,11 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             "Generating synthetic hospitals", total=settings.sites * settings.cases_per_site
         )
         workers = os.cpu_count() or 1
-        generate_consortium(
+        task.demo.generate(
             hospitals_dir,
-            n_sites=settings.sites,
-            cases_per_site=settings.cases_per_site,
-            seed=settings.seed,
+            settings.sites,
+            settings.cases_per_site,
+            settings.seed,
             on_case_written=lambda: progress.advance(generating),
             workers=workers,
         )
@@ -130,13 +141,11 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         summary["demo"]["balanced_run_dir"] = str(balanced_dir)
     summary_path.write_text(json.dumps(summary, indent=2))
     signing_key = sign_demo_model(out, run_dir, site_dirs, settings.model_name)
-    console.print(final_table(summary))
+    console.print(final_table(summary, task))
     for line in privacy_lines(summary) + fairness_lines(summary):
         console.print(line, highlight=False)
-    console.print(
-        f"Outputs in [bold]{run_dir}[/]: summary.json, metrics.csv, final_model.pt, dice_per_round.png, "
-        "fairness-audit.html (open it in a browser), fairness-audit.json"
-    )
+    written = ", ".join(Path(path).name for path in summary.get("outputs", {}).values())
+    console.print(f"Outputs in [bold]{run_dir}[/]: summary.json, {written} (open the .html in a browser)")
     console.print(
         f"Model card [bold]{run_dir / 'model-card.md'}[/], signed with the demo key {signing_key} "
         "(pinned in each demo site's trust/ folder)"
@@ -185,6 +194,8 @@ def _train(
     run_simulated_federation(
         site_dirs,
         run_config={
+            **get_task(settings.task).demo.run_config,  # type: ignore[union-attr]  # DemoSettings checked it
+            "task": settings.task,
             "num-server-rounds": settings.rounds,
             "strategy": settings.strategy,
             "local-epochs": settings.local_epochs,
@@ -208,12 +219,14 @@ def compare_mitigation(run_dir: Path, balanced_dir: Path, console: Console) -> d
     """The balanced run's fairness report, with the unmitigated run as its "before"."""
     from fairness.report import write_audit_report
     from fairness.run_store import NoFairnessStatistics
+    from tasks import get_task
 
     balanced = json.loads((balanced_dir / "summary.json").read_text())
-    console.print(final_table(balanced, "with group-balanced sampling"))
+    console.print(final_table(balanced, get_task(balanced["task"]), "with group-balanced sampling"))
     outcome: dict[str, Any] = {"run_dir": str(balanced_dir), "final": balanced["final"]}
     try:
-        html_path, json_path = write_audit_report(balanced_dir, baseline_dir=run_dir)
+        spec = get_task(balanced["run_config"]["task"]).audit_spec
+        html_path, json_path = write_audit_report(balanced_dir, spec, baseline_dir=run_dir)
     except NoFairnessStatistics as missing:
         console.print(f"Before and after: no report ({missing})", highlight=False)
         return outcome
@@ -246,30 +259,19 @@ def fairness_lines(summary: dict[str, Any]) -> list[str]:
     return ["Fairness audit: " + " ".join(json.loads(Path(path).read_text())["summary"])]
 
 
-def final_table(summary: dict[str, Any], training: str = "") -> Table:
+def final_table(summary: dict[str, Any], task: Task, training: str = "") -> Table:
+    """The final model's headline figures per site and for all sites (the task's own)."""
     title = f"Final global model after {summary['rounds']} rounds ({summary['strategy']}{', ' + training if training else ''})"
     table = Table(title=title)
-    for column in ("site", "cases", "Dice myocardium", "Dice scar", "scar burden error (% points)"):
+    columns = task.headline_labels
+    for column in ("site", "cases", *columns.values()):
         table.add_column(column, justify="right" if column != "site" else "left")
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
     final = summary["final"]
-    for site, metrics in final["per_site"].items():
-        table.add_row(
-            site,
-            str(metrics["cases_evaluated"]),
-            fmt(metrics["dice_myocardium"]),
-            fmt(metrics["dice_scar"]),
-            fmt(metrics["scar_burden_abs_error_percent"]),
-        )
-    overall = final["overall"]
-    table.add_row(
-        "[bold]all sites[/]",
-        str(overall["cases_evaluated"]),
-        fmt(overall["dice_myocardium"]),
-        fmt(overall["dice_scar"]),
-        fmt(overall["scar_burden_abs_error_percent"]),
-    )
+    rows = {**{site: (site, m) for site, m in final["per_site"].items()}, "": ("[bold]all sites[/]", final["overall"])}
+    for label, metrics in rows.values():
+        table.add_row(label, str(metrics["cases_evaluated"]), *(fmt(metrics.get(key)) for key in columns))
     return table

@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fairness.intervals import (
-    UNDEFINED,
     Auroc,
     Interval,
     auroc_from_histograms,
@@ -55,7 +54,8 @@ from fairness.intervals import (
     wilson_interval,
 )
 from fairness.run_store import RoundStatistics, RunStatistics
-from fairness.spec import ALL, AuditSpec, Grouping, Tolerances
+from fairness.settings import Tolerances
+from fairness.spec import ALL, AuditSpec, Grouping
 from fairness.statistics import (
     ALL_CASES,
     NEGATIVE,

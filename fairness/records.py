@@ -121,16 +121,6 @@ def read_round_records(site_dir: Path, server_round: int) -> list[SiteCaseRecord
     return read_case_records(round_records_path(site_dir, server_round))
 
 
-def recorded_rounds(site_dir: Path) -> list[int]:
-    """The rounds whose records are in the site folder, in order."""
-    rounds = []
-    for path in evaluations_dir(site_dir).glob("round-*.jsonl"):
-        number = path.stem.removeprefix("round-")
-        if number.isdigit():
-            rounds.append(int(number))
-    return sorted(rounds)
-
-
 def _record_from_json(data: dict[str, Any]) -> SiteCaseRecord:
     missing = {"case_id", "site_id", "attributes", "metrics"} - set(data)
     if missing:

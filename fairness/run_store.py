@@ -1,10 +1,10 @@
 """The server's record of what sites sent about fairness: one JSON file per round in the run folder.
 
 ``RUN_DIR/fairness/round-003.json`` holds, for one evaluation round, each site's
-flat statistics dict exactly as received (already suppressed at the site), the
-task, the run-config settings of the audit, notes on sites that sent nothing,
-and any site whose dict failed validation (kept out of the audit, with the
-reason). ``load_run_statistics`` reads every round back as decoded statistics.
+statistics document as received (already suppressed at the site; ``fairness.wire``),
+the task's name, the run-config settings of the audit, notes on sites that sent
+nothing, and any site whose document failed validation (kept out of the audit, with
+the reason). ``load_run_statistics`` reads every round back as checked statistics.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from fairness.statistics import SiteStatistics
-from fairness.wire import WireFormatError, WireValue, decode
+from fairness.wire import WireFormatError, statistics_from_document
 
 log = logging.getLogger(__name__)
 
 FAIRNESS_DIR = "fairness"
 FILE_FORMAT = "cmrfl-fairness-round"
-FILE_VERSION = 1
+FILE_VERSION = 2  # version 1 held the flat key language that fairness.wire no longer reads
 SETTINGS_PREFIX = "fairness-"
 
 
@@ -36,8 +36,8 @@ class NoFairnessStatistics(FileNotFoundError):
 @dataclass(frozen=True)
 class RoundStatistics:
     server_round: int
-    sites: dict[str, SiteStatistics]  # site id → decoded statistics
-    task: str = "lge"
+    sites: dict[str, SiteStatistics]  # site id → checked statistics
+    task: str = ""  # the task's registry name, as recorded ("" when not recorded)
     settings: dict[str, Any] = field(default_factory=dict)  # fairness-* run-config keys
     notes: dict[str, str] = field(default_factory=dict)  # site id → why nothing (or less) came
     rejected: dict[str, str] = field(default_factory=dict)  # site id → why its dict was refused
@@ -72,38 +72,38 @@ def clear_round_statistics(run_dir: Path) -> None:
 def save_round_statistics(
     run_dir: Path,
     server_round: int,
-    site_statistics: Mapping[str, Mapping[str, WireValue]],
+    site_documents: Mapping[str, str],
     suppressed_info: Mapping[str, str] | None = None,
     *,
-    task: str = "lge",
+    task: str,
     run_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one round's statistics, as received from each site, to ``RUN_DIR/fairness/round-NNN.json``.
 
-    ``site_statistics``: site id → the site's flat dict (``MetricRecord`` as a dict;
-    other keys are dropped). ``suppressed_info``: site id → a note for the report on
-    a site that sent nothing or less this round ("no reply", "evaluation failed").
-    ``run_config``: its ``fairness-*`` keys (tolerances, suppression threshold) are
-    kept with the round so the report needs nothing else. A site whose dict fails
-    validation is logged, recorded under ``rejected`` with the reason and left out.
-    Writing the same round again replaces the file.
+    ``site_documents``: site id → the document the site sent (``fairness.wire``).
+    ``suppressed_info``: site id → a note for the report on a site that sent nothing
+    or less this round ("no reply", "evaluation failed"). ``task``: the registry name
+    of the task audited, so that a report can find its audit spec. ``run_config``:
+    its ``fairness-*`` keys (tolerances, suppression threshold) are kept with the
+    round so the report needs nothing else. A site whose document fails validation
+    is logged, recorded under ``rejected`` with the reason and left out. Writing the
+    same round again replaces the file.
     """
     sites, rejected = {}, {}
-    for site_id, wire in sorted(site_statistics.items()):
-        ours = {k: _plain(v) for k, v in wire.items() if isinstance(k, str) and k.startswith("fairness|")}
+    for site_id, text in sorted(site_documents.items()):
         try:
-            decode(ours, site_id)
+            statistics_from_document(text, site_id)
         except WireFormatError as error:
             log.warning("round %d: fairness statistics of %s refused: %s", server_round, site_id, error)
             rejected[str(site_id)] = str(error)
             continue
-        sites[str(site_id)] = ours
+        sites[str(site_id)] = json.loads(text)  # kept as an object, so that the round file reads plainly
     settings = {k: v for k, v in (run_config or {}).items() if str(k).startswith(SETTINGS_PREFIX)}
     document = {
         "format": FILE_FORMAT,
         "version": FILE_VERSION,
         "round": int(server_round),
-        "task": task,
+        "task": str(task),
         "settings": settings,
         "sites": sites,
         "notes": {str(k): str(v) for k, v in (suppressed_info or {}).items()},
@@ -134,13 +134,16 @@ def load_round_statistics(path: Path) -> RoundStatistics:
     if document.get("version") != FILE_VERSION:
         raise ValueError(f"{path}: file version {document.get('version')!r}, this code reads {FILE_VERSION}")
     try:
-        sites = {site_id: decode(wire, site_id) for site_id, wire in document["sites"].items()}
+        sites = {
+            site_id: statistics_from_document(json.dumps(stored), site_id)
+            for site_id, stored in document["sites"].items()
+        }
     except WireFormatError as error:
         raise ValueError(f"{path}: {error}") from None
     return RoundStatistics(
         server_round=int(document["round"]),
         sites=sites,
-        task=str(document.get("task", "lge")),
+        task=str(document["task"]),
         settings=dict(document.get("settings", {})),
         notes=dict(document.get("notes", {})),
         rejected=dict(document.get("rejected", {})),
@@ -161,12 +164,3 @@ def load_run_statistics(run_dir: Path) -> RunStatistics:
             f"no fairness statistics in {run_dir} (expected {fairness_dir(run_dir)}/round-NNN.json)"
         )
     return RunStatistics(run_dir, dict(sorted(rounds.items())))
-
-
-def _plain(value: Any) -> Any:
-    """MetricRecord values as JSON: lists stay lists, numpy scalars become Python numbers."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (int, float)):
-        return value.item()
-    return value

@@ -1,33 +1,32 @@
-"""What a site sends about fairness after an evaluation: records → statistics → suppression → wire.
+"""What a site sends about fairness after an evaluation: records → statistics → suppression → document.
 
 The one call the ClientApp makes. Per-case records stay at the site (written by
-``fairness.records.write_case_records`` if the site keeps them); only the flat
-dict returned here crosses the network.
+``fairness.records.write_case_records`` if the site keeps them); only the document
+returned here crosses the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from fairness.records import CaseRecordLike
-from fairness.spec import audit_spec_for
+from fairness.settings import DEFAULT_SUPPRESSION_THRESHOLD
+from fairness.spec import AuditSpec
 from fairness.statistics import site_statistics
-from fairness.suppression import suppress, suppression_threshold_from_run_config
-from fairness.wire import WireValue, encode
+from fairness.suppression import suppress
+from fairness.wire import statistics_document
 
 
 def fairness_statistics_to_send(
     records: Sequence[CaseRecordLike],
-    run_config: Mapping[str, Any],
-    task: str,
+    spec: AuditSpec,
+    suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD,
     site_id: str | None = None,
-) -> dict[str, WireValue]:
-    """The site's suppressed subgroup statistics as a flat dict for a Flower ``MetricRecord``.
+) -> str:
+    """The site's suppressed subgroup statistics, as the JSON document of ``fairness.wire``.
 
-    ``run_config`` gives ``fairness-suppression-threshold`` (default 10); ``task`` picks
-    the audit spec (``"lge"``). ``site_id`` defaults to the records' own.
+    ``spec`` is the audit spec of the task evaluated; ``suppression_threshold`` the
+    smallest group reported on (the larger of the run config's and the site's own
+    floor, chosen by the caller). ``site_id`` defaults to the records' own.
     """
-    spec = audit_spec_for(task)
-    threshold = suppression_threshold_from_run_config(run_config)
-    return encode(suppress(site_statistics(records, spec, site_id), spec, threshold))
+    return statistics_document(suppress(site_statistics(records, spec, site_id), spec, suppression_threshold))

@@ -1,19 +1,17 @@
-"""What the fairness audit measures, over which groups, and how much of a gap is tolerated.
+"""What the fairness audit measures, over which groups: the vocabulary a task's audit spec is written in.
 
 One ``AuditSpec`` names the groupings (single attributes and chosen intersections),
 the continuous metrics (with the words and units a clinician reads), and the binary
 calls (a reference/prediction pair, optionally with a score for the area under the
-curve). Sites and the server build their statistics from the same spec; the spec
-holds only names and constants, never data.
-
-``Tolerances`` are the largest gaps the consortium accepts, from the run config.
+curve). Each task declares its own (``tasks/<name>/audit.py``); sites and the server
+build their statistics from the same spec. A spec holds only names and constants,
+never data. The largest accepted gaps come from the run config (``fairness.settings``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import itertools
+from dataclasses import dataclass
 
 from cmr.attributes import (
     AGE_BANDS,
@@ -25,7 +23,8 @@ from cmr.attributes import (
     VENDORS,
 )
 
-# Characters with a meaning in the wire keys (fairness.wire); names and values may not use them.
+# Characters with a meaning in the keys of groups and figures ("sex=female&vendor=GE",
+# "scar_present|sensitivity"); names and attribute values may not use them.
 RESERVED_CHARACTERS = ("|", "=", "&")
 INTERSECTION_SIGN = "×"
 
@@ -176,192 +175,8 @@ class AuditSpec:
         for pair in self.calls:
             edges = pair.score_bin_edges
             if pair.score_metric is not None and (
-                len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:]))
+                len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges))
             ):
                 problems.append(f"call {pair.name!r}: score bin edges must rise strictly ({edges})")
         if problems:
             raise ValueError("invalid audit spec: " + "; ".join(problems))
-
-
-LGE_AUDIT_SPEC = AuditSpec(
-    task_label="scar segmentation on late gadolinium enhancement (LGE) cardiac magnetic resonance images",
-    metrics=(
-        MetricInfo(
-            name="dice_myocardium",
-            label="Dice similarity of the myocardium",
-            unit="",
-            explanation=(
-                "Overlap between the heart muscle (myocardium) outlined by the model and by the "
-                "expert, from 0 (no overlap) to 1 (perfect overlap)."
-            ),
-            higher_is_better=True,
-            lower_bound=0.0,
-            upper_bound=1.0,
-            default_tolerance=0.05,
-        ),
-        MetricInfo(
-            name="dice_scar",
-            label="Dice similarity of the scar",
-            unit="",
-            explanation=(
-                "Overlap between the scar outlined by the model and by the expert, from 0 to 1 "
-                "(1 = perfect overlap); only patients whose reference shows scar count."
-            ),
-            higher_is_better=True,
-            lower_bound=0.0,
-            upper_bound=1.0,
-            default_tolerance=0.05,
-        ),
-        MetricInfo(
-            name="scar_burden_abs_error",
-            label="Error in scar burden",
-            unit="percentage points",
-            explanation=(
-                "Scar burden is the percentage of the left-ventricular myocardium that is scar; "
-                "the error is the absolute difference between the model's and the expert's "
-                "scar burden, in percentage points (0 = exact)."
-            ),
-            higher_is_better=False,
-            lower_bound=0.0,
-            upper_bound=100.0,
-            default_tolerance=2.0,
-            decimals=2,
-        ),
-    ),
-    calls=(
-        CallPair(
-            name="scar_present",
-            reference="scar_present_reference",
-            predicted="scar_present_predicted",
-            label="scar present",
-            score_metric="scar_burden_percent_predicted",
-            score_label="predicted scar burden (% of myocardium)",
-            # Percent of myocardium; the presence call's threshold (1 %) is an edge.
-            score_bin_edges=(0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0),
-        ),
-    ),
-)
-
-
-def _t1_error(name: str, label: str, where: str, tolerance: float) -> MetricInfo:
-    return MetricInfo(
-        name=name,
-        label=label,
-        unit="ms",
-        explanation=(
-            f"Average absolute difference between the T1 relaxation time mapped by the model and the "
-            f"reference T1, over the pixels of {where}, in milliseconds (0 = exact)."
-        ),
-        higher_is_better=False,
-        lower_bound=0.0,
-        default_tolerance=tolerance,
-        decimals=1,
-    )
-
-
-MAPPING_AUDIT_SPEC = AuditSpec(
-    task_label="T1 and extracellular volume (ECV) mapping from MOLLI cardiac magnetic resonance series",
-    metrics=(
-        _t1_error("myocardial_t1_abs_error_ms", "Error in native myocardial T1", "the heart muscle (myocardium)", 20.0),
-        _t1_error("blood_t1_abs_error_ms", "Error in native blood T1", "the left-ventricular blood pool", 30.0),
-        _t1_error(
-            "post_myocardial_t1_abs_error_ms", "Error in post-contrast myocardial T1",
-            "the myocardium after contrast", 15.0,
-        ),
-        MetricInfo(
-            name="ecv_abs_error_percent",
-            label="Error in extracellular volume (ECV)",
-            unit="percentage points",
-            explanation=(
-                "ECV is the share of the heart muscle outside its cells, computed from T1 before and "
-                "after contrast and the haematocrit; the error is the absolute difference between "
-                "the ECV from the model's maps and from the reference maps, in percentage points."
-            ),
-            higher_is_better=False,
-            lower_bound=0.0,
-            upper_bound=100.0,
-            default_tolerance=1.5,
-            decimals=2,
-        ),
-    ),
-)
-
-
-def tolerance_key(metric_name: str) -> str:
-    """Run-config key of a metric's gap tolerance: fairness-tolerance-dice-myocardium."""
-    return "fairness-tolerance-" + metric_name.replace("_", "-")
-
-
-RATE_TOLERANCE_KEY = "fairness-tolerance-rates"
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Largest accepted gaps: per metric in its unit, and one for rates (0–1)."""
-
-    metric_gaps: Mapping[str, float] = field(default_factory=dict)
-    rate_gap: float = 0.10
-
-    def for_metric(self, spec: AuditSpec, name: str) -> float:
-        return float(self.metric_gaps.get(name, spec.metric(name).default_tolerance))
-
-    @classmethod
-    def defaults(cls, spec: AuditSpec) -> Tolerances:
-        return cls({m.name: m.default_tolerance for m in spec.metrics}, spec.rate_tolerance)
-
-    @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any], spec: AuditSpec) -> Tolerances:
-        """Read ``fairness-tolerance-*`` keys; absent keys keep the spec's defaults.
-
-        Other keys are ignored: the federation's own config checks for unknown keys.
-        """
-        gaps = {}
-        for info in spec.metrics:
-            gaps[info.name] = _non_negative(run_config, tolerance_key(info.name), info.default_tolerance)
-        rate = _non_negative(run_config, RATE_TOLERANCE_KEY, spec.rate_tolerance)
-        return cls(gaps, rate)
-
-    def to_run_config(self, spec: AuditSpec) -> dict[str, float]:
-        """The keys and values to declare under [tool.flwr.app.config]."""
-        values = {tolerance_key(m.name): self.for_metric(spec, m.name) for m in spec.metrics}
-        values[RATE_TOLERANCE_KEY] = float(self.rate_gap)
-        return values
-
-
-def _non_negative(run_config: Mapping[str, Any], key: str, default: float) -> float:
-    value = run_config.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"run-config {key}={value!r}: expected a number") from None
-    if not number >= 0:
-        raise ValueError(f"run-config {key}={value!r}: a tolerance must be 0 or more")
-    return number
-
-
-AUDIT_SPECS: dict[str, AuditSpec] = {"lge": LGE_AUDIT_SPEC, "mapping": MAPPING_AUDIT_SPEC}
-
-
-def run_config_problems(run_config: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the run config's ``fairness-*`` keys (for the federation's check)."""
-    from fairness.suppression import suppression_threshold_from_run_config
-
-    problems = []
-    try:
-        suppression_threshold_from_run_config(run_config)
-    except ValueError as problem:
-        problems.append(str(problem))
-    for spec in AUDIT_SPECS.values():
-        try:
-            Tolerances.from_run_config(run_config, spec)
-        except ValueError as problem:
-            problems.append(str(problem))
-    return problems
-
-
-def audit_spec_for(task: str) -> AuditSpec:
-    """The audit spec of a task, by the task's registry name."""
-    try:
-        return AUDIT_SPECS[task]
-    except KeyError:
-        raise KeyError(f"no fairness audit spec for task {task!r}; known: {', '.join(sorted(AUDIT_SPECS))}") from None

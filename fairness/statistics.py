@@ -88,19 +88,6 @@ class Group:
         return all(mine[a] == v for a, v in zip(coarser.grouping.attributes, coarser.values))
 
     @classmethod
-    def from_key(cls, key: str) -> Group:
-        if key == "all":
-            return cls(ALL, ())
-        attributes, values = [], []
-        for part in key.split("&"):
-            attribute, separator, value = part.partition("=")
-            if not separator or not attribute or not value:
-                raise ValueError(f"group key {key!r}: expected attribute=value[&attribute=value]")
-            attributes.append(attribute)
-            values.append(value)
-        return cls(Grouping(tuple(attributes)), tuple(values))
-
-    @classmethod
     def of(cls, grouping: Grouping, attributes: dict[str, str]) -> Group:
         return cls(grouping, tuple(attributes[a] for a in grouping.attributes))
 
@@ -138,17 +125,6 @@ class Item:
         if self.kind == "metric":
             return f"metric|{self.name}"
         return f"call|{self.name}|{self.side}"
-
-    @classmethod
-    def from_key(cls, key: str) -> Item:
-        parts = key.split("|")
-        if parts == ["cases"]:
-            return CASES
-        if len(parts) == 2 and parts[0] == "metric":
-            return cls("metric", parts[1])
-        if len(parts) == 3 and parts[0] == "call" and parts[2] in SIDES:
-            return cls("call", parts[1], parts[2])
-        raise ValueError(f"item key {key!r}: expected cases, metric|NAME or call|NAME|positive|negative")
 
 
 CASES = Item("cases")

@@ -29,19 +29,19 @@ Thresholds apply to counts of cases (denominators). Figures inside a published
 group (the number of positive calls, the score histogram's bins) are not
 thresholded on their own; the report says so.
 
-The threshold comes from the run config (``fairness-suppression-threshold``,
-default 10).
+The threshold comes from the run config (``fairness.settings``: default 10, raised
+by a site's own floor).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
+from fairness.settings import DEFAULT_SUPPRESSION_THRESHOLD
 from fairness.spec import AuditSpec
 from fairness.statistics import (
     CASES,
@@ -56,19 +56,8 @@ from fairness.statistics import (
     metric_item,
 )
 
-SUPPRESSION_THRESHOLD_KEY = "fairness-suppression-threshold"
-DEFAULT_SUPPRESSION_THRESHOLD = 10
-
 PRIMARY = "primary"  # fewer cases than the threshold
 COMPLEMENTARY = "complementary"  # withheld so that a primary cell cannot be recovered
-
-
-def suppression_threshold_from_run_config(run_config: Mapping[str, Any]) -> int:
-    """``fairness-suppression-threshold`` from the run config (default 10, at least 1)."""
-    value = run_config.get(SUPPRESSION_THRESHOLD_KEY, DEFAULT_SUPPRESSION_THRESHOLD)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise ValueError(f"run-config {SUPPRESSION_THRESHOLD_KEY}={value!r}: expected a whole number, 1 or more")
-    return int(value)
 
 
 def count_items(spec: AuditSpec) -> tuple[Item, ...]:

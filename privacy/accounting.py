@@ -33,7 +33,7 @@ class MechanismSteps:
         return (self.noise_multiplier, self.sample_rate, self.steps)
 
 
-def _accountant(name: str):  # noqa: ANN202 (an Opacus IAccountant)
+def _accountant(name: str):
     if name not in ACCOUNTANTS:
         raise ValueError(f"accountant {name!r}: choose one of {', '.join(ACCOUNTANTS)}")
     from opacus.accountants.utils import create_accountant
@@ -57,9 +57,7 @@ def epsilon_spent(history: Iterable[MechanismSteps], delta: float, accountant: s
 
 
 @functools.lru_cache(maxsize=256)
-def noise_multiplier_for(
-    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
-) -> float:
+def noise_multiplier_for(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     """The smallest noise multiplier (to Opacus' tolerance, 0.01 in ε) that keeps
     ``steps`` steps at ``sample_rate`` within (``target_epsilon``, ``delta``)."""
     _accountant(accountant)  # validates the name

@@ -115,10 +115,21 @@ class SitePrivacy:
         )
         self.ledger.append(
             LedgerEntry(
-                run_id=run_id, server_round=server_round, outcome=DECLINED, protected_unit="none",
-                protected_units=0, steps=0, sample_rate=0.0, noise_multiplier=0.0, max_grad_norm=0.0,
-                delta=self.budget.delta or 0.0, accountant="none", epsilon_round=math.inf,
-                epsilon_cumulative=self._spent_so_far(), max_epsilon=self.budget.max_epsilon, reason=reason,
+                run_id=run_id,
+                server_round=server_round,
+                outcome=DECLINED,
+                protected_unit="none",
+                protected_units=0,
+                steps=0,
+                sample_rate=0.0,
+                noise_multiplier=0.0,
+                max_grad_norm=0.0,
+                delta=self.budget.delta or 0.0,
+                accountant="none",
+                epsilon_round=math.inf,
+                epsilon_cumulative=self._spent_so_far(),
+                max_epsilon=self.budget.max_epsilon,
+                reason=reason,
             )
         )
         return reason
@@ -137,11 +148,14 @@ class SitePrivacy:
         reason = (
             f"site {self.site_id} declined round {server_round} because of its privacy budget: "
             f"after this round's {plan.steps} DP-SGD steps (noise multiplier {plan.noise_multiplier:.4g}, "
-            f"sample rate {plan.sample_rate:.4g}, clipping norm {plan.max_grad_norm:g}) its {plan.protected_unit}-level "
-            f"ε would be {projected:.3f} at δ={delta:g} ({plan.accountant.upper()} accountant), above its maximum "
+            f"sample rate {plan.sample_rate:.4g}, clipping norm {plan.max_grad_norm:g}) "
+            f"its {plan.protected_unit}-level ε would be {projected:.3f} at δ={delta:g} "
+            f"({plan.accountant.upper()} accountant), above its maximum "
             f"ε={self.budget.max_epsilon:g}; spent so far ε={spent:.3f}"
         )
-        self.ledger.append(self._entry(plan, run_id, server_round, DECLINED, delta, this_round, spent, plan.steps, reason))
+        self.ledger.append(
+            self._entry(plan, run_id, server_round, DECLINED, delta, this_round, spent, plan.steps, reason)
+        )
         return reason
 
     def record_round(self, plan: PrivateRoundPlan, steps: int, run_id: str, server_round: int) -> PrivacySpend:
@@ -162,8 +176,16 @@ class SitePrivacy:
         return epsilon_spent(history, last.delta, last.accountant)
 
     def _entry(
-        self, plan: PrivateRoundPlan, run_id: str, server_round: int, outcome: str, delta: float,
-        epsilon_round: float, epsilon_cumulative: float, steps: int, reason: str = "",
+        self,
+        plan: PrivateRoundPlan,
+        run_id: str,
+        server_round: int,
+        outcome: str,
+        delta: float,
+        epsilon_round: float,
+        epsilon_cumulative: float,
+        steps: int,
+        reason: str = "",
     ) -> LedgerEntry:
         return LedgerEntry(
             run_id=run_id,

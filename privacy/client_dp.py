@@ -36,12 +36,12 @@ from flwr.serverapp import (
     PrivacyConfig,
     SamplingMethod,
 )
+from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
     Strategy,
 )
-from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy.dp_fixed_clipping import validate_replies
 from flwr.supercore.differential_privacy import KEY_NORM_BIT
 

@@ -28,9 +28,7 @@ class UpdateVerdict:
     reason: str = ""  # empty when accepted; otherwise says what was wrong, precisely
 
 
-def model_update(
-    trained: Mapping[str, np.ndarray], received: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def model_update(trained: Mapping[str, np.ndarray], received: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``trained - received`` for every array, in the order of ``received``.
 
     Raises ``ValueError`` naming the arrays that are missing or have another shape.
@@ -53,9 +51,7 @@ def model_update(
     for name, before in received.items():
         after = np.asarray(trained[name])
         if after.shape != np.shape(before):
-            raise ValueError(
-                f"update of {name!r} has shape {after.shape}, expected {np.shape(before)}"
-            )
+            raise ValueError(f"update of {name!r} has shape {after.shape}, expected {np.shape(before)}")
         update[name] = after.astype(np.float64) - np.asarray(before, dtype=np.float64)
     return update
 
@@ -67,9 +63,7 @@ def l2_norm(update: Mapping[str, np.ndarray]) -> float:
 
 def check_update(update: Mapping[str, np.ndarray], max_l2_norm: float) -> UpdateVerdict:
     """Accept ``update`` only if it is finite and (when ``max_l2_norm > 0``) small enough."""
-    non_finite = {
-        name: int(np.size(a) - np.count_nonzero(np.isfinite(a))) for name, a in update.items()
-    }
+    non_finite = {name: int(np.size(a) - np.count_nonzero(np.isfinite(a))) for name, a in update.items()}
     bad = {name: count for name, count in non_finite.items() if count}
     if bad:
         total = sum(int(np.size(a)) for a in update.values())

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 from privacy.accounting import MechanismSteps, epsilon_spent
 
@@ -134,7 +135,7 @@ class PrivacyLedger:
         return LedgerEntry(**{**values, "entry": number})
 
 
-def ledger_table(entries: list[LedgerEntry]):  # noqa: ANN201 (a rich Table)
+def ledger_table(entries: list[LedgerEntry]):
     """The ledger as a table for a person: one line per round trained or declined.
 
     What rarely changes (protected unit, δ, accountant, budget) goes in the caption,
@@ -153,16 +154,36 @@ def ledger_table(entries: list[LedgerEntry]):  # noqa: ANN201 (a rich Table)
         "q: sample rate, σ: noise multiplier, C: clipping norm"
     )
     table = Table(title="Privacy ledger", title_justify="left", caption=caption, caption_justify="left")
-    for heading in ("#", "recorded (UTC)", "run", "round", "outcome", "units", "steps", "q", "σ", "C",
-                    "ε round", "ε total"):
-        justify = "left" if heading in ("recorded (UTC)", "run", "outcome") else "right"
+    for heading in (
+        "#",
+        "recorded (UTC)",
+        "run",
+        "round",
+        "outcome",
+        "units",
+        "steps",
+        "q",
+        "σ",
+        "C",
+        "ε round",
+        "ε total",
+    ):
+        justify: Literal["left", "right"] = "left" if heading in ("recorded (UTC)", "run", "outcome") else "right"
         # On a narrow terminal the other columns fold; the outcome stays one readable word.
         table.add_column(heading, justify=justify, overflow="fold", no_wrap=heading == "outcome")
     for e in entries:
         table.add_row(
-            str(e.entry), e.recorded_at.replace("T", " ").removesuffix("+00:00"), e.run_id, str(e.server_round),
+            str(e.entry),
+            e.recorded_at.replace("T", " ").removesuffix("+00:00"),
+            e.run_id,
+            str(e.server_round),
             e.outcome if e.outcome == TRAINED else f"[bold red]{e.outcome}[/]",
-            str(e.protected_units), str(e.steps), f"{e.sample_rate:.4g}", f"{e.noise_multiplier:.4g}",
-            f"{e.max_grad_norm:g}", f"{e.epsilon_round:.3f}", f"{e.epsilon_cumulative:.3f}",
+            str(e.protected_units),
+            str(e.steps),
+            f"{e.sample_rate:.4g}",
+            f"{e.noise_multiplier:.4g}",
+            f"{e.max_grad_norm:g}",
+            f"{e.epsilon_round:.3f}",
+            f"{e.epsilon_cumulative:.3f}",
         )
     return table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -13,13 +13,16 @@ from server.config import FederationConfig
 from server.federation import RoundCallback, run_federation
 from server.run_outputs import (
     csv_metrics_for,
-    plot_dice_per_round,
-    plot_metrics_per_round,
-    task_summary_metrics,
+    plot_task_figures,
     write_final_model,
     write_metrics_csv,
     write_summary,
 )
+from tasks import get_task
+from tasks import get_task
+
+if TYPE_CHECKING:
+    from fairness.spec import AuditSpec
 
 log = logging.getLogger("cmrfl.server")
 
@@ -43,7 +46,8 @@ def make_server_app(
         run_dir = Path(config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        csv_metrics = csv_metrics_for(config.task)
+        task = get_task(config.task)
+        csv_metrics = csv_metrics_for(task)
 
         def after_round(history: list[dict[str, Any]]) -> None:
             write_metrics_csv(run_dir, history, csv_metrics)
@@ -54,12 +58,13 @@ def make_server_app(
         outputs = {
             "metrics_csv": str(write_metrics_csv(run_dir, result.history, csv_metrics)),
             "final_model": str(write_final_model(run_dir, result.arrays, config)),
-            **plot_per_round(run_dir, result.history, config.task),
-            **write_fairness_report(run_dir),
+            **plot_task_figures(run_dir, result.history, task),
+            **write_fairness_report(run_dir, task.audit_spec),
         }
         summary = write_summary(
             run_dir,
             config,
+            task,
             result.history,
             outputs,
             extra={"resumed_from_round": result.resumed_from_round, "privacy": result.privacy},
@@ -69,21 +74,15 @@ def make_server_app(
     return app
 
 
-def plot_per_round(run_dir: Path, history: list[dict[str, Any]], task: str) -> dict[str, str]:
-    """The task's headline metrics per round (Dice for LGE), as an image."""
-    names = task_summary_metrics(task)
-    if names is None:
-        return {"dice_plot": str(plot_dice_per_round(run_dir, history))}
-    return {"metrics_plot": str(plot_metrics_per_round(run_dir, history, names))}
-
-
-def write_fairness_report(run_dir: Path) -> dict[str, str]:
-    """The fairness audit report at the end of every run (fairness/report.py)."""
+def write_fairness_report(run_dir: Path, spec: AuditSpec | None) -> dict[str, str]:
+    """The fairness audit report at the end of every run (fairness/report.py), with the task's audit spec."""
     from fairness.report import write_audit_report
     from fairness.run_store import NoFairnessStatistics
 
+    if spec is None:  # the task declares no fairness audit
+        return {}
     try:
-        html_path, json_path = write_audit_report(run_dir)
+        html_path, json_path = write_audit_report(run_dir, spec)
     except NoFairnessStatistics as missing:
         log.warning("no fairness audit report: %s", missing)
         return {}

@@ -74,7 +74,7 @@ class CheckpointStore:
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     temporary = path.with_name(path.stem + ".partial.npz")
-    np.savez(temporary, **arrays)
+    np.savez(temporary, **arrays)  # type: ignore[arg-type]  # numpy's stub fears a key named allow_pickle
     os.replace(temporary, path)
 
 

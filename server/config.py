@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fairness.settings import run_config_problems as fairness_run_config_problems
+from privacy.dp_sgd_settings import DpSgdRequest
+from privacy.dp_sgd_settings import run_config_problems as dp_sgd_run_config_problems
 from privacy.settings import run_config_problems as privacy_run_config_problems
-from privacy.dp_sgd import run_config_problems as dp_sgd_run_config_problems
-from fairness.spec import run_config_problems as fairness_run_config_problems
-from tasks.sampling import mitigation_problems
+from tasks.settings import TrainSettings, mitigation_problems
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum")
 DEVICES = ("auto", "cpu", "cuda")
@@ -104,6 +105,35 @@ class FederationConfig:
         config = cls(**values)
         config.validate()
         return config
+
+    # ---- the typed settings each package owns, composed from this run config
+
+    def training_settings(self, server_round: int) -> TrainSettings:
+        """The sites' local training in ``server_round`` (tasks.settings); a new seed each round."""
+        return TrainSettings(
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            proximal_mu=self.proximal_mu,
+            max_steps=self.max_local_steps,
+            seed=self.seed + server_round,
+            fairness_mitigation=self.fairness_mitigation,
+            balance_attribute=self.fairness_balance_attribute,
+        )
+
+    def dp_sgd_request(self) -> DpSgdRequest | None:
+        """The sites' DP-SGD (privacy.dp_sgd_settings), or None when it is off."""
+        if not self.dp_sgd:
+            return None
+        return DpSgdRequest(
+            max_grad_norm=self.dp_sgd_max_grad_norm,
+            delta=self.dp_sgd_delta,
+            noise_multiplier=self.dp_sgd_noise_multiplier,
+            target_epsilon=self.dp_sgd_target_epsilon,
+            planned_rounds=self.num_server_rounds,
+            accountant=self.dp_sgd_accountant,
+            grad_sample_mode=self.dp_sgd_grad_sample_mode,
+        )
 
     def to_run_config(self) -> dict[str, Any]:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}

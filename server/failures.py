@@ -29,9 +29,10 @@ def concise_reason(reason: str) -> str:
     return text[:MAX_REASON_CHARS]
 
 
-def failure(node_id: int, phase: str, reason: str, **where: Any) -> dict[str, Any]:
+def failure(node_id: int, phase: str, reason: str | None, **where: Any) -> dict[str, Any]:
     """One entry of a round's ``failures`` list (``where``: site, SecAgg+ stage, ...)."""
-    return {"node_id": node_id, "phase": phase, **where, "reason": concise_reason(reason)}
+    text = "no reason given" if reason is None else concise_reason(reason)
+    return {"node_id": node_id, "phase": phase, **where, "reason": text}
 
 
 def replying_node(reply: Message, sent: Iterable[Message] = ()) -> int:
@@ -51,8 +52,4 @@ def replying_node(reply: Message, sent: Iterable[Message] = ()) -> int:
 
 def failed_replies(replies: list[Message], phase: str, sent: Iterable[Message] = ()) -> list[dict[str, Any]]:
     sent = list(sent)
-    return [
-        failure(replying_node(reply, sent), phase, reply.error.reason)
-        for reply in replies
-        if reply.has_error()
-    ]
+    return [failure(replying_node(reply, sent), phase, reply.error.reason) for reply in replies if reply.has_error()]

@@ -28,10 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 
 from fairness.run_store import clear_round_statistics, save_round_statistics
-from fairness.spec import AUDIT_SPECS
-from fairness.suppression import SUPPRESSION_THRESHOLD_KEY
-from fairness.wire import MESSAGE_RECORD
-from privacy.dp_sgd import train_config as dp_sgd_train_config
+from cmrfl.protocol import EvaluateInstruction, EvaluateReply, Record, TrainInstruction, site_id_of
 from privacy.guards import check_update, model_update
 from privacy.settings import site_instructions
 from server.checkpoint import CheckpointStore, config_fingerprint
@@ -44,10 +41,6 @@ from tasks import get_task
 
 log = logging.getLogger("cmrfl.server")
 
-SITE_RECORD = "site"  # ConfigRecord key under which a site names itself in replies
-METRICS_RECORD = "metrics"
-FAIRNESS_RECORD = MESSAGE_RECORD
-ARRAYS_RECORD = "arrays"
 
 # Called after every completed round with the whole history so far (last = newest).
 RoundCallback = Callable[[list[dict[str, Any]]], None]
@@ -62,35 +55,22 @@ class FederationResult:
 
 
 def train_config_for(config: FederationConfig, server_round: int) -> ConfigRecord:
-    return ConfigRecord(
-        {
-            "task": config.task,
-            "server-round": server_round,
-            "local-epochs": config.local_epochs,
-            "batch-size": config.batch_size,
-            "learning-rate": config.learning_rate,
-            "proximal-mu": config.proximal_mu,
-            "max-local-steps": config.max_local_steps,
-            "seed": config.seed + server_round,
-            "device": config.device,
-            **dp_sgd_train_config(config),  # DP-SGD at the sites (privacy/dp_sgd.py)
-            # how the sites draw training slices (tasks/sampling.py)
-            "fairness-mitigation": config.fairness_mitigation,
-            "fairness-balance-attribute": config.fairness_balance_attribute,
-        }
-    )
+    return TrainInstruction(
+        task=config.task,
+        server_round=server_round,
+        device=config.device,
+        training=config.training_settings(server_round),
+        dp_sgd=config.dp_sgd_request(),
+    ).to_record()
 
 
 def evaluate_config_for(config: FederationConfig, server_round: int) -> ConfigRecord:
-    return ConfigRecord(
-        {
-            "task": config.task,
-            "server-round": server_round,
-            "device": config.device,
-            # the consortium's floor for small cells; a site may hold a higher one
-            SUPPRESSION_THRESHOLD_KEY: config.fairness_suppression_threshold,
-        }
-    )
+    return EvaluateInstruction(
+        task=config.task,
+        server_round=server_round,
+        device=config.device,
+        suppression_threshold=config.fairness_suppression_threshold,
+    ).to_record()
 
 
 def initial_arrays(config: FederationConfig) -> ArrayRecord:
@@ -201,7 +181,7 @@ def run_federation(
                 server_round, entry["client_dp"]["epsilon"], entry["client_dp"]["delta"],
                 entry["client_dp"]["releases"],
             )
-        if config.task in AUDIT_SPECS:  # a task the fairness audit knows how to read
+        if get_task(config.task).audit_spec is not None:  # a task that declares a fairness audit
             save_fairness_statistics(run_dir, server_round, config, evaluate_replies)
         history.append(entry)
         checkpoints.save(server_round, arrays, history)
@@ -223,8 +203,8 @@ def save_fairness_statistics(
     for reply in replies:
         if reply.has_error():
             notes[f"node-{reply.metadata.src_node_id}"] = f"evaluation failed: {reply.error.reason}"
-        elif FAIRNESS_RECORD in reply.content:
-            received[_site_of(reply)] = dict(reply.content[FAIRNESS_RECORD])
+        elif (document := EvaluateReply.fairness_document_of(reply.content)) is not None:
+            received[_site_of(reply)] = document
         else:
             notes[_site_of(reply)] = "sent no fairness statistics"
     return save_round_statistics(
@@ -372,9 +352,9 @@ def _why_no_aggregate(
 def nodes_to_sites(replies: Iterable[Message]) -> dict[int, str]:
     """Which site each SuperNode serves, from the replies that name their site."""
     return {
-        reply.metadata.src_node_id: str(reply.content[SITE_RECORD]["site-id"])
+        reply.metadata.src_node_id: site
         for reply in replies
-        if not reply.has_error() and SITE_RECORD in reply.content
+        if not reply.has_error() and (site := site_id_of(reply.content)) is not None
     }
 
 
@@ -387,10 +367,7 @@ def with_site_names(failures: list[dict[str, Any]], sites_by_node: dict[int, str
 
 
 def _site_of(reply: Message) -> str:
-    content = reply.content
-    if SITE_RECORD in content:
-        return str(content[SITE_RECORD]["site-id"])
-    return f"node-{reply.metadata.src_node_id}"
+    return site_id_of(reply.content) or f"node-{reply.metadata.src_node_id}"
 
 
 def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
@@ -399,5 +376,5 @@ def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
     for reply in replies:
         if reply.has_error():
             continue
-        per_site[_site_of(reply)] = means_from_sums(dict(reply.content[METRICS_RECORD]))
+        per_site[_site_of(reply)] = means_from_sums(dict(reply.content[Record.METRICS]))
     return dict(sorted(per_site.items()))

@@ -60,10 +60,6 @@ class PkiFiles:
     def superlink_key(self) -> Path:
         return self.path(SUPERLINK_KEY)
 
-    @property
-    def model_signing_pub(self) -> Path:
-        return self.path(MODEL_SIGNING_PUB)
-
     def missing_for_server(self) -> list[Path]:
         return [p for p in (self.ca_cert, self.superlink_cert, self.superlink_key) if not p.is_file()]
 
@@ -126,9 +122,15 @@ def make_ca(now: datetime.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Ce
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -157,16 +159,20 @@ def make_server_certificate(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=True, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
     return key, certificate
@@ -188,7 +194,7 @@ def init_pki(directory: Path, superlink_hosts: list[str] | None = None) -> PkiFi
             "(choose another --out, or move the old folder away deliberately)"
         )
     files.directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, ca_certificate = make_ca(now)
     server_key, server_certificate = make_server_certificate(ca_key, ca_certificate, hosts, now)
     signing_key = ed25519.Ed25519PrivateKey.generate()
@@ -205,12 +211,3 @@ def init_pki(directory: Path, superlink_hosts: list[str] | None = None) -> PkiFi
         ),
     )
     return files
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise PkiError(f"{path}: no such certificate file") from None
-    except ValueError as problem:
-        raise PkiError(f"{path}: not a PEM X.509 certificate ({problem})") from None

@@ -1,13 +1,9 @@
 """What a finished (or interrupted) run leaves in its run directory.
 
 ``metrics.csv`` (one row per round and site, rewritten after every round),
-``summary.json``, ``final_model.pt`` and ``dice_per_round.png`` (LGE) or
-``metrics_per_round.png`` (a task that names its ``summary_metrics``).
-
-Which metrics head the CSV and the summary is the task's to say: a task with a
-``summary_metrics`` attribute gets those; the LGE task, which predates it, keeps the
-Dice and scar-burden columns and summary keys that its readers (demo, model card,
-registry) use.
+``summary.json``, ``final_model.pt`` and the task's per-round figures. Which metrics
+head the CSV and the summary, and which figures are drawn, is the task's to say
+(``Task.headline``, ``Task.plots``).
 """
 
 from __future__ import annotations
@@ -15,44 +11,23 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord
 
+from cmrfl.protocol import Metric, wire_name
 from server.config import FederationConfig
-from tasks import get_task
+from tasks.base import RunPlot, Task
 
-CSV_METRICS = (
-    "dice_myocardium",
-    "dice_scar",
-    "scar_burden_abs_error",
-    "loss",
-)
-# summary.json key → metric in the round history, for the LGE task
-LGE_HEADLINE = {
-    "dice_myocardium": "dice-myocardium",
-    "dice_scar": "dice-scar",
-    "scar_burden_abs_error_percent": "scar-burden-abs-error",
-}
 CONSORTIUM = "consortium"
 
 
-def task_summary_metrics(task_name: str) -> tuple[str, ...] | None:
-    """The metrics a task puts at the head of its outputs; None for the LGE task's own set."""
-    names = getattr(get_task(task_name), "summary_metrics", None)
-    return tuple(names) if names is not None else None
-
-
-def csv_metrics_for(task_name: str) -> tuple[str, ...]:
-    names = task_summary_metrics(task_name)
-    return CSV_METRICS if names is None else tuple(dict.fromkeys((*names, "loss")))
-
-
-def headline_metrics_for(task_name: str) -> dict[str, str]:
-    names = task_summary_metrics(task_name)
-    return dict(LGE_HEADLINE) if names is None else {name: name.replace("_", "-") for name in names}
+def csv_metrics_for(task: Task) -> tuple[str, ...]:
+    """metrics.csv's metric columns: the task's headline metrics, then the loss."""
+    return tuple(dict.fromkeys((*task.headline.values(), Metric.LOSS.value)))
 
 
 def _clean(value: Any) -> Any:
@@ -66,7 +41,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]], metric_names: tuple[str, ...] = CSV_METRICS) -> Path:
+def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]], metric_names: Sequence[str]) -> Path:
     path = Path(run_dir) / "metrics.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -80,9 +55,9 @@ def write_metrics_csv(run_dir: Path, history: list[dict[str, Any]], metric_names
                     [
                         entry["round"],
                         site,
-                        _csv_value(train.get(site, {}).get("train-loss")),
-                        int(metrics.get("num-examples", 0)),
-                        *(_csv_value(metrics.get(name.replace("_", "-"))) for name in metric_names),
+                        _csv_value(train.get(site, {}).get(Metric.TRAIN_LOSS)),
+                        int(metrics.get(Metric.NUM_EXAMPLES, 0)),
+                        *(_csv_value(metrics.get(wire_name(name))) for name in metric_names),
                     ]
                 )
     return path
@@ -100,59 +75,32 @@ def write_final_model(run_dir: Path, arrays: ArrayRecord, config: FederationConf
     return path
 
 
-def plot_dice_per_round(run_dir: Path, history: list[dict[str, Any]]) -> Path:
+def plot_per_round(run_dir: Path, history: list[dict[str, Any]], plot: RunPlot) -> Path:
+    """One panel per metric of ``plot``: each site's and the consortium's value, round by round."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(run_dir) / "dice_per_round.png"
+    path = Path(run_dir) / plot.file
     rounds = [entry["round"] for entry in history]
     sites = sorted({site for entry in history for site in entry["evaluate"]["sites"]})
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
-    for axis, metric, title in (
-        (axes[0], "dice-myocardium", "Myocardium Dice"),
-        (axes[1], "dice-scar", "Scar Dice"),
-    ):
+    panels = len(plot.panels)
+    figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), sharex=True, squeeze=False)
+    for axis, (name, title) in zip(axes[0], plot.panels, strict=True):
+        metric = wire_name(name)
         for site in sites:
             values = [e["evaluate"]["sites"].get(site, {}).get(metric, math.nan) for e in history]
             axis.plot(rounds, values, marker="o", label=site)
         consortium = [e["evaluate"]["global"].get(metric, math.nan) for e in history]
         axis.plot(rounds, consortium, color="black", linewidth=2.5, label="all sites")
-        axis.set_title(title + " on each site's validation cases")
+        axis.set_title(title)
         axis.set_xlabel("round")
-        axis.set_ylim(0, 1)
+        if plot.y_range is not None:
+            axis.set_ylim(*plot.y_range)
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("Dice (0–1, higher is better)")
-    axes[1].legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def plot_metrics_per_round(run_dir: Path, history: list[dict[str, Any]], metric_names: tuple[str, ...]) -> Path:
-    """Each site's and the consortium's value of up to two metrics, round by round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(run_dir) / "metrics_per_round.png"
-    names = metric_names[:2]
-    rounds = [entry["round"] for entry in history]
-    sites = sorted({site for entry in history for site in entry["evaluate"]["sites"]})
-    figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), sharex=True, squeeze=False)
-    for axis, name in zip(axes[0], names):
-        metric = name.replace("_", "-")
-        for site in sites:
-            values = [e["evaluate"]["sites"].get(site, {}).get(metric, math.nan) for e in history]
-            axis.plot(rounds, values, marker="o", label=site)
-        consortium = [e["evaluate"]["global"].get(metric, math.nan) for e in history]
-        axis.plot(rounds, consortium, color="black", linewidth=2.5, label="all sites")
-        axis.set_title(name.replace("_", " ") + " (validation cases)")
-        axis.set_xlabel("round")
-        axis.grid(alpha=0.3)
+    if plot.y_label:
+        axes[0][0].set_ylabel(plot.y_label)
     axes[0][-1].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -160,20 +108,25 @@ def plot_metrics_per_round(run_dir: Path, history: list[dict[str, Any]], metric_
     return path
 
 
+def plot_task_figures(run_dir: Path, history: list[dict[str, Any]], task: Task) -> dict[str, str]:
+    """The task's per-round figures, by their names in summary.json's outputs."""
+    return {plot.output: str(plot_per_round(run_dir, history, plot)) for plot in task.plots}
+
+
 def write_summary(
     run_dir: Path,
     config: FederationConfig,
+    task: Task,
     history: list[dict[str, Any]],
     outputs: dict[str, str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
     final = history[-1]["evaluate"] if history else {"global": {}, "sites": {}}
-    headline_keys = headline_metrics_for(config.task)
 
     def headline(metrics: dict[str, float]) -> dict[str, Any]:
         return {
-            **{key: metrics.get(metric) for key, metric in headline_keys.items()},
-            "cases_evaluated": int(metrics.get("num-examples", 0)),
+            **{key: metrics.get(wire_name(metric)) for key, metric in task.headline.items()},
+            "cases_evaluated": int(metrics.get(Metric.NUM_EXAMPLES, 0)),
         }
 
     summary = {

@@ -35,7 +35,7 @@ import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -102,18 +102,24 @@ def run_secure_training(
         quantization_range=settings.quantization_range,
         timeout=timeout,
     )
-    workflow(recorder, _legacy_context(adapter, server_round))
+    workflow(cast(Grid, recorder), _legacy_context(adapter, server_round))  # a Grid by duck typing
 
     failures = recorder.failures()
     for dropped in failures:
         log.warning(
             "round %d: node %d left the secure round at %s: %s",
-            server_round, dropped["node_id"], dropped["stage"], dropped["reason"],
+            server_round,
+            dropped["node_id"],
+            dropped["stage"],
+            dropped["reason"],
         )
     if adapter.mean_update is None:
         log.error(
             "round %d: secure aggregation halted: %d of %d sites left, %d shares needed per site",
-            server_round, len(failures), len(by_node), settings.reconstruction_threshold,
+            server_round,
+            len(failures),
+            len(by_node),
+            settings.reconstruction_threshold,
         )
         return SecureTrainingRound(replies=[], failures=failures)
 
@@ -127,7 +133,9 @@ def run_secure_training(
     ]
     log.info(
         "round %d: secure aggregate of %d site updates (%d dropped out or refused)",
-        server_round, len(replies), len(failures),
+        server_round,
+        len(replies),
+        len(failures),
     )
     return SecureTrainingRound(replies=replies, failures=failures, contributors=list(adapter.contributors))
 
@@ -178,13 +186,13 @@ class _SampledSites(LegacyStrategy):
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return None
 
-    def configure_evaluate(self, server_round, parameters, client_manager):  # noqa: ANN001, ANN201
+    def configure_evaluate(self, server_round, parameters, client_manager):
         return []
 
-    def aggregate_evaluate(self, server_round, results, failures):  # noqa: ANN001, ANN201
+    def aggregate_evaluate(self, server_round, results, failures):
         return None, {}
 
-    def evaluate(self, server_round, parameters):  # noqa: ANN001, ANN201
+    def evaluate(self, server_round, parameters):
         return None
 
 
@@ -244,9 +252,7 @@ def _legacy_context(adapter: LegacyStrategy, server_round: int) -> LegacyContext
 
 def _apply_update(arrays: ArrayRecord, mean_update: list[np.ndarray]) -> ArrayRecord:
     if len(mean_update) != len(arrays):
-        raise RuntimeError(
-            f"secure aggregate has {len(mean_update)} arrays, the model {len(arrays)}"
-        )
+        raise RuntimeError(f"secure aggregate has {len(mean_update)} arrays, the model {len(arrays)}")
     updated = {}
     for (name, array), delta in zip(arrays.items(), mean_update, strict=True):
         current = array.numpy()

@@ -9,15 +9,17 @@ that the consortium mean is exact (a mean of site means would weight a site with
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import MetricRecord, MetricRecordValues, RecordDict
 
 SUM_SUFFIX = "-sum"
 COUNT_SUFFIX = "-count"
 
 
-def means_from_sums(values: dict[str, float]) -> dict[str, float]:
+def means_from_sums(metrics: Mapping[str, MetricRecordValues]) -> dict[str, float]:
     """``{x-sum, x-count, y, ...}`` → ``{x: mean or NaN, y, ...}``."""
+    values = {key: _scalar(key, value) for key, value in metrics.items()}
     means: dict[str, float] = {}
     for key, value in values.items():
         if key.endswith(SUM_SUFFIX):
@@ -29,6 +31,12 @@ def means_from_sums(values: dict[str, float]) -> dict[str, float]:
     return means
 
 
+def _scalar(key: str, value: MetricRecordValues) -> float:
+    if isinstance(value, list):
+        raise TypeError(f"site metric {key!r} is a list; only scalars are aggregated")
+    return value
+
+
 def aggregate_site_metrics(replies: list[RecordDict], weighted_by_key: str) -> MetricRecord:
     """Consortium metrics: sums and counts add up; other scalars are example-weighted."""
     totals: dict[str, float] = {}
@@ -36,13 +44,15 @@ def aggregate_site_metrics(replies: list[RecordDict], weighted_by_key: str) -> M
     total_weight = 0.0
     for reply in replies:
         metrics = next(iter(reply.metric_records.values()))
-        weight = float(metrics[weighted_by_key])
+        weight = float(_scalar(weighted_by_key, metrics[weighted_by_key]))
         total_weight += weight
         for key, value in metrics.items():
             if key.endswith((SUM_SUFFIX, COUNT_SUFFIX)) or key == weighted_by_key:
-                totals[key] = totals.get(key, 0.0) + float(value)
+                totals[key] = totals.get(key, 0.0) + _scalar(key, value)
             elif weight > 0:  # a site with no examples has no say (and may send NaN)
-                weighted[key] = weighted.get(key, 0.0) + float(value) * weight
-    aggregated = {k: v / total_weight for k, v in weighted.items()} if total_weight else {}
+                weighted[key] = weighted.get(key, 0.0) + _scalar(key, value) * weight
+    aggregated: dict[str, MetricRecordValues] = (
+        {k: v / total_weight for k, v in weighted.items()} if total_weight else {}
+    )
     aggregated.update(totals)
     return MetricRecord(aggregated)

@@ -52,13 +52,19 @@ class SuperLinkSettings:
             raise PkiError(f"{missing[0]}: missing; create the PKI with 'cmrfl pki init --out {self.pki_dir}'")
         return [
             str(FLOWER_BIN / "flower-superlink"),
-            "--ssl-ca-certfile", str(pki.ca_cert.resolve()),
-            "--ssl-certfile", str(pki.superlink_cert.resolve()),
-            "--ssl-keyfile", str(pki.superlink_key.resolve()),
+            "--ssl-ca-certfile",
+            str(pki.ca_cert.resolve()),
+            "--ssl-certfile",
+            str(pki.superlink_cert.resolve()),
+            "--ssl-keyfile",
+            str(pki.superlink_key.resolve()),
             "--enable-supernode-auth",
-            "--host", self.host,
-            "--port", str(self.port),
-            "--database", str(self.database.resolve()),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.database.resolve()),
             # The ServerApp runs in this installation's environment: no per-run `uv sync`
             # that would fetch packages from the internet onto the consortium's server.
             "--disable-runtime-dependency-installation",
@@ -93,7 +99,15 @@ def register_supernode(
         raise RegistrationError(f"{ca_cert}: no such CA certificate file")
     with tempfile.TemporaryDirectory(prefix="cmrfl-flwr-home-") as flwr_home:
         write_flwr_home(Path(flwr_home), superlink, Path(ca_cert))
-        command = [str(FLOWER_BIN / "flwr"), "supernode", "register", str(public_key), CONNECTION_NAME, "--format", "json"]
+        command = [
+            str(FLOWER_BIN / "flwr"),
+            "supernode",
+            "register",
+            str(public_key),
+            CONNECTION_NAME,
+            "--format",
+            "json",
+        ]
         if name:
             command += ["--name", name]
         completed = subprocess.run(

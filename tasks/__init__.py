@@ -1,38 +1,22 @@
-"""Tissue-characterisation tasks, by name. Plain PyTorch/MONAI: no Flower here."""
+"""Tissue-characterisation tasks, by name (``tasks.registry``). Plain PyTorch/MONAI: no Flower here.
+
+``get_task`` and friends load on first use, so that importing a light module of this
+package (``tasks.settings``) does not import torch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from tasks.base import Task
+if TYPE_CHECKING:
+    from tasks.registry import get_task, register, task_names
 
-_FACTORIES: dict[str, Callable[[], Task]] = {}
-
-
-def register(name: str, factory: Callable[[], Task]) -> None:
-    _FACTORIES[name] = factory
+__all__ = ["get_task", "register", "task_names"]
 
 
-def get_task(name: str) -> Task:
-    _register_builtin_tasks()
-    try:
-        return _FACTORIES[name]()
-    except KeyError:
-        known = ", ".join(sorted(_FACTORIES)) or "none"
-        raise KeyError(f"unknown task {name!r}; known tasks: {known}") from None
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from tasks import registry
 
-
-def task_names() -> list[str]:
-    _register_builtin_tasks()
-    return sorted(_FACTORIES)
-
-
-def _register_builtin_tasks() -> None:
-    if "lge" not in _FACTORIES:
-        from tasks.lge import LgeScarSegmentation
-
-        register("lge", LgeScarSegmentation)
-    if "mapping" not in _FACTORIES:
-        from tasks.mapping import MotionRobustT1Mapping
-
-        register("mapping", MotionRobustT1Mapping)
+        return getattr(registry, name)
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

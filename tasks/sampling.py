@@ -28,35 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from cmr.attributes import ATTRIBUTE_NAMES, UNKNOWN
-
-NO_MITIGATION = "none"
-GROUP_BALANCED = "group-balanced"
-FAIRNESS_MITIGATIONS = (NO_MITIGATION, GROUP_BALANCED)
-DEFAULT_BALANCE_ATTRIBUTE = "sex"
-
-
-def mitigation_problems(mitigation: str, balance_attribute: str, dp_sgd: bool = False) -> list[str]:
-    """What is wrong with a fairness-mitigation choice, in run-config words; empty if nothing."""
-    problems = []
-    if mitigation not in FAIRNESS_MITIGATIONS:
-        problems.append(
-            f"fairness-mitigation={mitigation!r}: choose one of {', '.join(FAIRNESS_MITIGATIONS)}"
-        )
-    if balance_attribute not in ATTRIBUTE_NAMES:
-        problems.append(
-            f"fairness-balance-attribute={balance_attribute!r}: not a subgroup attribute; "
-            f"choose one of {', '.join(ATTRIBUTE_NAMES)}"
-        )
-    if dp_sgd and mitigation == GROUP_BALANCED:
-        problems.append(
-            "fairness-mitigation='group-balanced' cannot be combined with dp-sgd=true: DP-SGD samples each "
-            "patient with the same probability (Poisson sampling), which is what its privacy accounting "
-            "assumes; drawing some groups more often would spend more privacy on their patients than "
-            "the accounting records. Use one or the other"
-        )
-    return problems
-
+from cmr.attributes import UNKNOWN
+from tasks.settings import GROUP_BALANCED, NO_MITIGATION  # noqa: F401  (re-exported with the sampler)
 
 def group_balanced_weights(groups: Sequence[str]) -> torch.Tensor:
     """Per-example draw weights (summing to 1) that give each recorded group an equal share.

@@ -16,10 +16,10 @@ import numpy as np
 
 from cmr.attributes import SubgroupAttributes
 from fairness.records import SiteCaseRecord
-from fairness.spec import LGE_AUDIT_SPEC
 from fairness.statistics import site_statistics
 from fairness.suppression import suppress
-from fairness.wire import decode, encode
+from fairness.wire import statistics_document, statistics_from_document
+from tasks.lge.audit import LGE_AUDIT_SPEC
 
 SPEC = LGE_AUDIT_SPEC
 SITE_SCANNERS = {"site-01": ("Siemens", "1.5T"), "site-02": ("GE", "3T"), "site-03": ("Philips", "1.5T")}
@@ -69,6 +69,6 @@ def consortium_records(n_per_site: int, seed: int, **gap) -> dict[str, list[Site
 
 
 def sent(records: Sequence[SiteCaseRecord], threshold: int = 10):
-    """What a site sends (flat dict) and what the server reads from it."""
-    wire = encode(suppress(site_statistics(records, SPEC), SPEC, threshold))
-    return wire, decode(wire, records[0].site_id)
+    """What a site sends (its JSON document) and what the server reads from it."""
+    document = statistics_document(suppress(site_statistics(records, SPEC), SPEC, threshold))
+    return document, statistics_from_document(document, records[0].site_id)

@@ -31,8 +31,15 @@ def test_phantom_then_ingest_from_the_command_line(tmp_path: Path):
     result = runner.invoke(
         app,
         [
-            "site", "ingest", str(site / "dicom"), "--site-dir", str(site_dir),
-            "--manifest", str(site / "manifest.csv"), "--labels", str(site / "labels"),
+            "site",
+            "ingest",
+            str(site / "dicom"),
+            "--site-dir",
+            str(site_dir),
+            "--manifest",
+            str(site / "manifest.csv"),
+            "--labels",
+            str(site / "labels"),
         ],
     )
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
 from client.model_trust import MODEL_FILES, verify_model_folder
@@ -65,6 +66,7 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
     assert password not in result.output
 
     demo_key = serialization.load_pem_public_key((out / "pki" / "model-signing.pub").read_bytes())
+    assert isinstance(demo_key, Ed25519PublicKey)
     site_dirs = [out / "sites" / "site-01", out / "sites" / "site-02"]
     for site_dir in site_dirs:
         account = site_dir / "registry-account.toml"
@@ -79,7 +81,9 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
     serve = printed_command(result.output, "registry serve")
     uri = f"http://127.0.0.1:{serve[serve.index('--port') + 1]}"
     log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+    server = subprocess.Popen(
+        serve, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -97,12 +101,17 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
             client = MlflowClient(uri)
             assert client.get_registered_model(MODEL).aliases == {"candidate": "1"}
             version = client.get_model_version_by_alias(MODEL, "candidate")
+            assert version.run_id is not None
             stored = Path(client.download_artifacts(version.run_id, "registered-model", str(tmp_path / "stored")))
-        assert verify_model_folder(stored, demo_key, expected_model=MODEL).weights_sha256 == version.tags["weights_sha256"]
+        assert (
+            verify_model_folder(stored, demo_key, expected_model=MODEL).weights_sha256 == version.tags["weights_sha256"]
+        )
         assert version.tags["weights_sha256"] == verified.weights_sha256
 
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-        pull = subprocess.run(printed_command(result.output, "registry pull"), env=clean_env, capture_output=True, text=True)
+        pull = subprocess.run(
+            printed_command(result.output, "registry pull"), env=clean_env, capture_output=True, text=True
+        )
         assert pull.returncode == 0, pull.stdout + pull.stderr
         assert "signature verified" in pull.stdout
     finally:
@@ -112,12 +121,19 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
 
     predict = subprocess.run(printed_command(result.output, "predict"), capture_output=True, text=True)
     assert predict.returncode == 0, predict.stdout + predict.stderr
-    prediction = Path(re.search(r"--out (\S+)", " ".join(printed_command(result.output, "predict")))[1])
+    out_option = re.search(r"--out (\S+)", " ".join(printed_command(result.output, "predict")))
+    assert out_option, result.output
+    prediction = Path(out_option[1])
     assert json.loads((prediction / "scar-burden.json").read_text())["model"]["version"] == "1"
 
 
 def test_a_site_account_file_others_may_read_is_refused(tmp_path: Path):
-    from client.registry_account import RegistryAccount, RegistryAccountError, load_registry_account, write_registry_account
+    from client.registry_account import (
+        RegistryAccount,
+        RegistryAccountError,
+        load_registry_account,
+        write_registry_account,
+    )
 
     path = write_registry_account(tmp_path, RegistryAccount("http://127.0.0.1:5000", "site-01", 'pw "quoted" \\ x'))
     assert load_registry_account(tmp_path) == RegistryAccount("http://127.0.0.1:5000", "site-01", 'pw "quoted" \\ x')

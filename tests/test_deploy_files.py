@@ -38,6 +38,7 @@ _REDIRECTION = re.compile(r"^\d*[<>]")
 
 # --- the real command tree -------------------------------------------------------------
 
+
 def parse_cmrfl(argv: list[str], where: str, environment: dict[str, str] | None = None) -> click.Command:
     """Resolve ``cmrfl ARGV`` to its command and parse its options, as the CLI would.
 
@@ -83,7 +84,7 @@ def cmrfl_invocations(script: str) -> list[list[str]]:
             if start is None:
                 continue
             tokens: list[str] = []
-            rest = iter(words[start + 1:])
+            rest = iter(words[start + 1 :])
             for word in rest:
                 if _REDIRECTION.match(word):
                     if re.fullmatch(r"\d*>>?", word):
@@ -120,12 +121,17 @@ def test_the_command_parser_rejects_a_missing_command_and_an_unknown_option() ->
     assert cmrfl_invocations("out=$$(cmrfl server register-site --pki /p x.pub 2>&1); then\n") == [
         ["server", "register-site", "--pki", "/p", "x.pub"]
     ]
-    assert cmrfl_invocations("cmrfl registry serve --port 5000 > registry.log 2>&1 &\n") == [["registry", "serve", "--port", "5000"]]
-    assert cmrfl_invocations("sudo -u cmrfl /opt/cmrfl/venv/bin/cmrfl site check --site-dir /s\n") == [["site", "check", "--site-dir", "/s"]]
+    assert cmrfl_invocations("cmrfl registry serve --port 5000 > registry.log 2>&1 &\n") == [
+        ["registry", "serve", "--port", "5000"]
+    ]
+    assert cmrfl_invocations("sudo -u cmrfl /opt/cmrfl/venv/bin/cmrfl site check --site-dir /s\n") == [
+        ["site", "check", "--site-dir", "/s"]
+    ]
     assert cmrfl_invocations("sudo useradd --home-dir /var/lib/cmrfl --shell /bin/false cmrfl\n") == []
 
 
 # --- YAML ------------------------------------------------------------------------------
+
 
 def yaml_files() -> list[Path]:
     return sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
@@ -147,6 +153,7 @@ def test_no_private_key_is_committed_under_deploy() -> None:
 
 
 # --- compose ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
@@ -223,7 +230,9 @@ def _compose_cmrfl_commands(compose: dict) -> list[tuple[str, list[str]]]:
             assert found, f"{COMPOSE}: {name}'s script runs no cmrfl command"
             commands += [(name, argv) for argv in found]
         else:
-            assert isinstance(command, list), f"{COMPOSE}: {name}: command must be a list (the image's entrypoint is cmrfl)"
+            assert isinstance(command, list), (
+                f"{COMPOSE}: {name}: command must be a list (the image's entrypoint is cmrfl)"
+            )
             commands.append((name, command))
     return commands
 
@@ -233,11 +242,21 @@ def test_compose_commands_are_real_cmrfl_commands(compose: dict) -> None:
     for name, argv in commands:
         parse_cmrfl(argv, f"{COMPOSE} service {name}")
     used = {tuple(argv[:2]) for _, argv in commands}
-    assert {("pki", "init"), ("server", "start"), ("registry", "serve"), ("phantom", "--out"), ("site", "init"),
-            ("site", "ingest"), ("server", "register-site"), ("site", "join"), ("train", "--superlink")} <= used
+    assert {
+        ("pki", "init"),
+        ("server", "start"),
+        ("registry", "serve"),
+        ("phantom", "--out"),
+        ("site", "init"),
+        ("site", "ingest"),
+        ("server", "register-site"),
+        ("site", "join"),
+        ("train", "--superlink"),
+    } <= used
 
 
 # --- Dockerfiles -----------------------------------------------------------------------
+
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
@@ -262,7 +281,9 @@ def test_two_dockerfiles_server_and_site() -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda d: d.name)
 def test_dockerfile_copies_files_that_exist_and_are_not_ignored(dockerfile: Path) -> None:
     ignored = _dockerignore()
-    copies = [rest for keyword, rest in _instructions(dockerfile) if keyword == "COPY" and not rest.startswith("--from")]
+    copies = [
+        rest for keyword, rest in _instructions(dockerfile) if keyword == "COPY" and not rest.startswith("--from")
+    ]
     assert copies, f"{dockerfile}: copies nothing"
     copied = set()
     for rest in copies:
@@ -270,7 +291,9 @@ def test_dockerfile_copies_files_that_exist_and_are_not_ignored(dockerfile: Path
         for source in sources:
             assert (ROOT / source).exists(), f"{dockerfile}: COPY {source}: not in the repository"
             for pattern in ignored:
-                assert not fnmatch.fnmatch(source, pattern.lstrip("*/")), f"{dockerfile}: {source} is in .dockerignore ({pattern})"
+                assert not fnmatch.fnmatch(source, pattern.lstrip("*/")), (
+                    f"{dockerfile}: {source} is in .dockerignore ({pattern})"
+                )
             copied.add(source)
     # Everything pyproject.toml installs (its readme included) is in the image.
     assert {"pyproject.toml", "README.md", "cmr", "tasks", "privacy", "fairness", "client", "server", "cmrfl"} <= copied
@@ -302,6 +325,7 @@ def test_server_healthcheck_answers_against_the_consortium_ca() -> None:
 
 
 # --- Kubernetes ------------------------------------------------------------------------
+
 
 def kubernetes_documents() -> list[tuple[Path, dict]]:
     documents = []
@@ -354,9 +378,14 @@ def test_kubernetes_superlink_keeps_its_database_and_takes_tls_from_a_secret() -
 
 # --- systemd ---------------------------------------------------------------------------
 
+
+class _UnitParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # systemd keys are case-sensitive
+
+
 def read_unit(path: Path) -> configparser.ConfigParser:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # systemd keys are case-sensitive
+    unit = _UnitParser(strict=False, interpolation=None)
     unit.read_string(path.read_text(), source=str(path))
     return unit
 
@@ -379,8 +408,13 @@ def test_systemd_service_is_hardened_and_runs_cmrfl(name: str) -> None:
     path = SYSTEMD / name
     service = read_unit(path)["Service"]
     assert service["User"] == "cmrfl"
-    for key, value in {"NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectSystem": "strict",
-                       "ProtectHome": "yes", "CapabilityBoundingSet": ""}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert service.get(key) == value, f"{path}: expected {key}={value}"
     assert "%S/cmrfl/%i" in service["ReadWritePaths"].split()
     for key in ("ExecStartPre", "ExecStart"):
@@ -403,8 +437,12 @@ def test_supernode_unit_restarts_and_checks_the_site_first() -> None:
 def test_site_env_example_sets_what_the_units_read() -> None:
     example = SYSTEMD / "cmrfl-site.env.example"
     settings = site_env_example()
-    assert {"CMRFL_JOIN_ARGS", "CMRFL_REGISTRY_MODEL", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"} <= set(settings)
-    parse_cmrfl(["site", "join", "--site-dir", "/var/lib/cmrfl/x", *shlex.split(settings["CMRFL_JOIN_ARGS"])], str(example))
+    assert {"CMRFL_JOIN_ARGS", "CMRFL_REGISTRY_MODEL", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"} <= set(
+        settings
+    )
+    parse_cmrfl(
+        ["site", "join", "--site-dir", "/var/lib/cmrfl/x", *shlex.split(settings["CMRFL_JOIN_ARGS"])], str(example)
+    )
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -418,11 +456,14 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
         instance = tmp_path / template.name.replace("@.", "@hospital-a.")
         instance.write_text(template.read_text().replace("/opt/cmrfl/venv/bin/cmrfl", cmrfl))
         instances.append(str(instance))
-    completed = subprocess.run(["systemd-analyze", "verify", "--man=no", *instances], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *instances], capture_output=True, text=True, timeout=60
+    )
     assert completed.returncode == 0, completed.stderr
 
 
 # --- the guides ------------------------------------------------------------------------
+
 
 def guide_blocks(path: Path) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", path.read_text(), re.S)
@@ -433,9 +474,19 @@ def guide_commands(path: Path) -> list[list[str]]:
 
 
 GUIDE_STEPS = {
-    "deployment-walkthrough.md": {("pki", "init"), ("server", "start"), ("registry", "serve"), ("phantom", "--out"),
-                                  ("site", "init"), ("site", "ingest"), ("server", "register-site"), ("site", "check"),
-                                  ("site", "join"), ("train", "--superlink"), ("registry", "pull")},
+    "deployment-walkthrough.md": {
+        ("pki", "init"),
+        ("server", "start"),
+        ("registry", "serve"),
+        ("phantom", "--out"),
+        ("site", "init"),
+        ("site", "ingest"),
+        ("server", "register-site"),
+        ("site", "check"),
+        ("site", "join"),
+        ("train", "--superlink"),
+        ("registry", "pull"),
+    },
     "hospital-installation.md": {("site", "init"), ("site", "ingest"), ("site", "check")},
 }
 

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from server.pki import PRIVATE_KEYS, PkiError, init_pki
-
 
 # --- PKI -------------------------------------------------------------------------------
 
@@ -32,10 +32,14 @@ def _certificate(path: Path) -> x509.Certificate:
 
 
 def test_superlink_certificate_names_loopback_and_every_given_host(pki_dir: Path):
-    names = _certificate(pki_dir / "superlink.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = (
+        _certificate(pki_dir / "superlink.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    )
     assert set(names.get_values_for_type(x509.DNSName)) == {"localhost", "superlink.consortium.example"}
     assert set(names.get_values_for_type(x509.IPAddress)) == {
-        ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"), ipaddress.ip_address("10.20.30.40")
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address("::1"),
+        ipaddress.ip_address("10.20.30.40"),
     }
 
 
@@ -68,7 +72,7 @@ def test_private_keys_are_created_owner_only_even_under_a_permissive_umask(tmp_p
 
 def test_init_refuses_to_overwrite_an_existing_pki_and_leaves_it_untouched(pki_dir: Path):
     before = (pki_dir / "ca.key").read_bytes()
-    with pytest.raises(PkiError, match="ca.pem already exists; refusing to overwrite"):
+    with pytest.raises(PkiError, match=r"ca\.pem already exists; refusing to overwrite"):
         init_pki(pki_dir, [])
     assert (pki_dir / "ca.key").read_bytes() == before
 
@@ -115,7 +119,9 @@ def _init_site_copy(source: Path, destination: Path, pki: Path, superlink: str =
     return destination
 
 
-def test_site_init_writes_config_owner_only_key_and_pinned_trust(ingested_sites: list[Path], pki_dir: Path, tmp_path: Path):
+def test_site_init_writes_config_owner_only_key_and_pinned_trust(
+    ingested_sites: list[Path], pki_dir: Path, tmp_path: Path
+):
     from client.site import load_site
     from client.site_init import load_site_federation
 
@@ -137,7 +143,8 @@ def test_site_init_keeps_an_existing_privacy_table_and_refuses_a_second_init(pki
 
     (tmp_path / "site.toml").write_text('name = "hospital-b"\n[privacy]\nmax-epsilon = 4.0\n')
     init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "ca.pem")
-    assert site_privacy_budget(tmp_path).max_epsilon == 4.0
+    budget = site_privacy_budget(tmp_path)
+    assert budget is not None and budget.max_epsilon == 4.0
     with pytest.raises(SiteInitError, match=r"site.toml: already has a \[federation\] table"):
         init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "ca.pem")
 
@@ -154,7 +161,12 @@ def test_site_init_keeps_an_existing_privacy_table_and_refuses_a_second_init(pki
 def test_site_init_rejects_bad_input_naming_it_and_writes_nothing(pki_dir: Path, tmp_path: Path, arguments, message):
     from client.site_init import SiteInitError, init_site
 
-    settings = {"name": "hospital-c", "superlink": "10.0.0.5:9092", "ca_cert": pki_dir / "ca.pem", "model_signing_key": None}
+    settings: dict[str, Any] = {
+        "name": "hospital-c",
+        "superlink": "10.0.0.5:9092",
+        "ca_cert": pki_dir / "ca.pem",
+        "model_signing_key": None,
+    }
     settings.update({k: (pki_dir / v if k in ("ca_cert", "model_signing_key") else v) for k, v in arguments.items()})
     with pytest.raises(SiteInitError, match=message):
         init_site(tmp_path, settings["name"], settings["superlink"], settings["ca_cert"], settings["model_signing_key"])
@@ -196,8 +208,11 @@ def test_join_and_server_start_say_what_is_missing_instead_of_starting_flower(tm
 
     join = CliRunner().invoke(app, ["site", "join", "--site-dir", str(tmp_path)])
     assert join.exit_code == 2 and "site.toml: not found" in join.output and "cmrfl site init" in join.output
-    start = CliRunner().invoke(app, ["server", "start", "--pki", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "state")])
+    start = CliRunner().invoke(
+        app, ["server", "start", "--pki", str(tmp_path / "pki"), "--state-dir", str(tmp_path / "state")]
+    )
     assert start.exit_code == 2 and "ca.pem: missing" in start.output and "cmrfl pki init" in start.output
+
 
 # --- a real federation on loopback: TLS + SuperNode authentication ----------------------
 
@@ -240,20 +255,20 @@ def _completed_round(run_dir: Path) -> int:
 def _run_to_exit(command: list[str], environment: dict[str, str], log: Path, timeout_s: float = 120) -> tuple[int, str]:
     """Run until the process itself exits; then end its process group (Flower's helpers
     can outlive it and would hold a pipe open). Returns the exit code and its output."""
+    import contextlib
     import os
     import signal
     import subprocess
 
     with log.open("wb") as output:
-        process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             returncode = process.wait(timeout=timeout_s)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait()
     return returncode, log.read_text(errors="replace")
 
@@ -268,16 +283,24 @@ def federation(ingested_sites: list[Path], tmp_path_factory: pytest.TempPathFact
     root = tmp_path_factory.mktemp("deployment")
     site_dirs = [Path(shutil.copytree(site, root / "sites" / site.name)) for site in ingested_sites]
     superlink_port, *supernode_ports = _free_ports(1 + len(site_dirs))
-    with LocalFederation(site_dirs, root / "work", base_port=superlink_port, insecure=False,
-                         supernode_ports=supernode_ports) as running:
+    with LocalFederation(
+        site_dirs, root / "work", base_port=superlink_port, insecure=False, supernode_ports=supernode_ports
+    ) as running:
         for index in range(len(site_dirs)):
-            _wait_for(lambda: "SuperNode ID" in running.log_text(running.supernode_name(index)), 90,
-                      f"{site_dirs[index].name} to be admitted")
+            _wait_for(
+                lambda index=index: "SuperNode ID" in running.log_text(running.supernode_name(index)),
+                90,
+                f"{site_dirs[index].name} to be admitted",
+            )
         yield running
 
 
 def _diagnostics(federation, completed=None) -> str:
-    parts = [] if completed is None else [f"--- train stdout\n{completed.stdout[-3000:]}\n--- stderr\n{completed.stderr[-2000:]}"]
+    parts = (
+        []
+        if completed is None
+        else [f"--- train stdout\n{completed.stdout[-3000:]}\n--- stderr\n{completed.stderr[-2000:]}"]
+    )
     for name in federation.processes:
         parts.append(f"--- {name}\n{federation.log_text(name)[-2500:]}")
     return "\n".join(parts)
@@ -321,7 +344,9 @@ def test_site_check_verifies_the_superlink_certificate_against_the_pinned_ca(fed
     assert checks["SuperLink"].status == OK, checks["SuperLink"]
     assert "verifies against the pinned CA" in checks["SuperLink"].detail
     impostor = tmp_path / "impostor-site"
-    shutil.copytree(federation.site_dirs[0], impostor, ignore=shutil.ignore_patterns("store", "keys", "trust", "site.toml"))
+    shutil.copytree(
+        federation.site_dirs[0], impostor, ignore=shutil.ignore_patterns("store", "keys", "trust", "site.toml")
+    )
     other_pki = init_pki(tmp_path / "other-pki", [])
     from client.site_init import init_site
 
@@ -335,8 +360,15 @@ def test_site_check_verifies_the_superlink_certificate_against_the_pinned_ca(fed
 def test_three_sites_train_two_rounds_with_secure_aggregation_over_tls(federation, tmp_path: Path):
     run_dir = tmp_path / "run"
     completed = federation.run(
-        {**FAST_RUN, "num-server-rounds": 2, "secure-aggregation": True, "min-train-sites": 3,
-         "min-available-sites": 3, "run-dir": str(run_dir), "resume": False},
+        {
+            **FAST_RUN,
+            "num-server-rounds": 2,
+            "secure-aggregation": True,
+            "min-train-sites": 3,
+            "min-available-sites": 3,
+            "run-dir": str(run_dir),
+            "resume": False,
+        },
         timeout_s=420,
     )
     assert completed.returncode == 0, _diagnostics(federation, completed)
@@ -364,9 +396,21 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(federation, tmp_path
     init_site(stranger, "unregistered-hospital", federation.superlink_address, federation.ca_cert)
     (port,) = _free_ports(1)
     returncode, output = _run_to_exit(
-        ["cmrfl", "site", "join", "--site-dir", str(stranger), "--clientapp-port", str(port),
-         "--max-retries", "1", "--max-wait-time", "20"],
-        federation.environment, tmp_path / "supernode.log",
+        [
+            "cmrfl",
+            "site",
+            "join",
+            "--site-dir",
+            str(stranger),
+            "--clientapp-port",
+            str(port),
+            "--max-retries",
+            "1",
+            "--max-wait-time",
+            "20",
+        ],
+        federation.environment,
+        tmp_path / "supernode.log",
     )
     assert returncode != 0
     assert "Failed to activate SuperNode" in output
@@ -378,18 +422,29 @@ def test_a_client_without_the_consortium_ca_cannot_connect(federation, tmp_path:
     from server.pki import init_pki as make_pki
 
     # A registered site's key, but no root certificate: the SuperLink's certificate is not trusted.
-    command = supernode_command(federation.site_dirs[0], _free_ports(1)[0], ["--max-retries", "1", "--max-wait-time", "20"])
+    command = supernode_command(
+        federation.site_dirs[0], _free_ports(1)[0], ["--max-retries", "1", "--max-wait-time", "20"]
+    )
     at = command.index("--root-certificates")
-    del command[at:at + 2]
+    del command[at : at + 2]
     returncode, output = _run_to_exit(command, federation.environment, tmp_path / "supernode.log")
     assert returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in output
     # The consortium side too: `cmrfl train` with another CA is refused before anything runs.
     other_ca = make_pki(tmp_path / "other-pki", []).ca_cert
     returncode, output = _run_to_exit(
-        ["cmrfl", "train", "--superlink", federation.superlink_address, "--ca", str(other_ca),
-         "--run-config", f"run-dir='{tmp_path / 'never'}'"],
-        federation.environment, tmp_path / "train.log",
+        [
+            "cmrfl",
+            "train",
+            "--superlink",
+            federation.superlink_address,
+            "--ca",
+            str(other_ca),
+            "--run-config",
+            f"run-dir='{tmp_path / 'never'}'",
+        ],
+        federation.environment,
+        tmp_path / "train.log",
     )
     assert returncode != 0, output
     assert "Successfully started run" not in output
@@ -402,16 +457,26 @@ def test_a_supernode_killed_mid_round_the_run_completes_and_the_summary_names_it
     dropped = federation.site_dirs[2].name
     dropped_process = federation.supernode_name(2)
     submission = federation.submit(
-        {**FAST_RUN, "num-server-rounds": 2, "secure-aggregation": False, "min-train-sites": 2,
-         "min-available-sites": 2, "run-dir": str(run_dir), "resume": False}
+        {
+            **FAST_RUN,
+            "num-server-rounds": 2,
+            "secure-aggregation": False,
+            "min-train-sites": 2,
+            "min-available-sites": 2,
+            "run-dir": str(run_dir),
+            "resume": False,
+        }
     )
     try:
         # Round 1 with all three (the server learns which node serves which site), then the
         # site is killed once its ClientApp has round 2's training message: mid-round.
         _wait_for(lambda: _completed_round(run_dir) >= 1, 300, "round 1 to complete")
         log_before = len(federation.log_text(dropped_process))
-        _wait_for(lambda: "Start `flwr-clientapp` process" in federation.log_text(dropped_process)[log_before:],
-                  120, f"{dropped} to start round 2")
+        _wait_for(
+            lambda: "Start `flwr-clientapp` process" in federation.log_text(dropped_process)[log_before:],
+            120,
+            f"{dropped} to start round 2",
+        )
         federation.kill(dropped_process)
         stdout, stderr = submission.communicate(timeout=300)
     finally:
@@ -430,8 +495,14 @@ def test_a_supernode_killed_mid_round_the_run_completes_and_the_summary_names_it
 @pytest.mark.slow
 def test_superlink_killed_and_restarted_resumes_from_the_last_completed_round(federation, tmp_path: Path):
     run_dir = tmp_path / "run"
-    config = {**FAST_RUN, "num-server-rounds": 2, "secure-aggregation": False, "min-train-sites": 3,
-              "min-available-sites": 3, "run-dir": str(run_dir)}
+    config = {
+        **FAST_RUN,
+        "num-server-rounds": 2,
+        "secure-aggregation": False,
+        "min-train-sites": 3,
+        "min-available-sites": 3,
+        "run-dir": str(run_dir),
+    }
     # min-available-sites=3: the ServerApp waits for all three (one was restarted by the test before)
     first = federation.submit({**config, "resume": False})
     try:

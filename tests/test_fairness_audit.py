@@ -17,7 +17,7 @@ from fairness.intervals import (
     wilson_interval,
 )
 from fairness.run_store import RoundStatistics, RunStatistics
-from fairness.spec import Tolerances
+from fairness.settings import Tolerances
 from fairness.statistics import MetricSums, site_statistics
 from fairness.suppression import suppress
 from fairness_fixtures import SPEC, consortium_records, sent

@@ -35,6 +35,11 @@ def outbound_scalars(entries: list[dict[str, Any]]) -> list[float]:
         elif isinstance(value, list):
             for item in value:
                 collect(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, str) and value.startswith("{"):  # a JSON document, such as the fairness one
+            collect(json.loads(value))
 
     for entry in entries:
         for record in entry.get("records", {}).values():
@@ -73,6 +78,8 @@ def leaked(values: set[float], scalars: list[float]) -> set[float]:
 def test_the_leak_check_finds_a_per_case_value_when_one_is_sent():
     entries = [{"records": {"metrics": {"values": {"dice-sum": 1.7, "smuggled": [0.1, 0.8123456]}}}}]
     assert leaked({0.8123456, 0.42}, outbound_scalars(entries)) == {0.8123456}
+    inside_a_document = [{"records": {"fairness": {"values": {"document": '{"cells": [{"sum": 0.42}]}'}}}}]
+    assert leaked({0.8123456, 0.42}, outbound_scalars(inside_a_document)) == {0.42}
 
 
 @pytest.fixture
@@ -113,8 +120,8 @@ def test_sites_send_subgroup_statistics_never_a_case_and_the_run_ends_with_an_au
         assert not [c for c in case_ids if c in text], "a case id left the site"
         assert not leaked(values, outbound_scalars(entries)), "a single case's metric left the site"
         evaluate = next(e for e in entries if e["message_type"] == "evaluate")
-        fairness = evaluate["records"]["fairness"]["values"]
-        counts = [v for k, v in fairness.items() if k.startswith("fairness|cell|") and k.endswith("|cases")]
+        document = json.loads(evaluate["records"]["fairness"]["values"]["document"])
+        counts = [cell["cases"] for cell in document["cells"]]
         assert all(n == 0 or n >= LOW_THRESHOLD for n in counts)  # an empty cell names nobody
         sent_any_statistics |= bool(counts)
     assert sent_any_statistics, "no site sent a single unsuppressed cell: the check above proved nothing"

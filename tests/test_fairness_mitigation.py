@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.app import settings_from
+from cmrfl.protocol import TrainInstruction
 from cmr.store import CaseStore
 from server.config import FederationConfig, RunConfigError
 from server.federation import train_config_for
 from tasks import get_task
-from tasks.base import TrainSettings
+from monai.data import Dataset
+
+from tasks.base import TrainingExamples, TrainSettings
+from tasks.training import training_loader
 from tasks.sampling import group_balanced_sampler, group_balanced_weights
 
 CPU = torch.device("cpu")
@@ -53,6 +56,11 @@ def test_cases_without_the_attribute_recorded_keep_their_natural_share():
     assert shares["female"] == pytest.approx(0.45, abs=0.01) and shares["male"] == pytest.approx(0.45, abs=0.01)
 
 
+def as_examples(samples: list[dict]) -> TrainingExamples:
+    """LGE slice samples as the shared training loop draws them."""
+    return TrainingExamples(Dataset(samples), [sample["attributes"] for sample in samples], f"{len(samples)} slices")
+
+
 def test_the_lge_task_draws_a_sites_training_slices_balanced_by_sex(ingested_sites: list[Path]):
     task = get_task("lge")
     store = CaseStore(ingested_sites[0])
@@ -60,9 +68,9 @@ def test_the_lge_task_draws_a_sites_training_slices_balanced_by_sex(ingested_sit
     samples = [sample for case in training + validation for sample in case.slice_samples()]
     sexes = [sample["attributes"]["sex"] for sample in samples]
     assert set(sexes) == {"female", "male"}, "the fixture site needs both sexes for this test"
-    plain = task.training_loader(samples, TrainSettings(batch_size=4), CPU)
-    balanced = task.training_loader(
-        samples, TrainSettings(batch_size=4, fairness_mitigation="group-balanced", balance_attribute="sex"), CPU
+    plain = training_loader(as_examples(samples), TrainSettings(batch_size=4), CPU)
+    balanced = training_loader(
+        as_examples(samples), TrainSettings(batch_size=4, fairness_mitigation="group-balanced", balance_attribute="sex"), CPU
     )
     assert len(balanced) == len(plain)  # the same number of steps per epoch
     drawn: Counter[str] = Counter()
@@ -79,20 +87,20 @@ def test_by_default_a_site_shuffles_every_slice_once_per_epoch_as_before(ingeste
     task = get_task("lge")
     training, _ = task.split(CaseStore(ingested_sites[0]))
     samples = [sample for case in training for sample in case.slice_samples()]
-    loader = task.training_loader(samples, TrainSettings(seed=3), CPU)
+    loader = training_loader(as_examples(samples), TrainSettings(seed=3), CPU)
     assert isinstance(loader.sampler, torch.utils.data.RandomSampler)
     assert sorted(loader.sampler) == list(range(len(samples)))
     expected = torch.randperm(len(samples), generator=torch.Generator().manual_seed(3)).tolist()
-    assert list(task.training_loader(samples, TrainSettings(seed=3), CPU).sampler) == expected
+    assert list(training_loader(as_examples(samples), TrainSettings(seed=3), CPU).sampler) == expected
 
 
 def test_the_run_config_choice_reaches_the_sites_training_settings():
     config = FederationConfig.from_run_config(
         {"fairness-mitigation": "group-balanced", "fairness-balance-attribute": "ethnicity"}
     )
-    settings = settings_from(train_config_for(config, server_round=1))
+    settings = TrainInstruction.from_record(train_config_for(config, server_round=1)).training
     assert (settings.fairness_mitigation, settings.balance_attribute) == ("group-balanced", "ethnicity")
-    default = settings_from(train_config_for(FederationConfig(), server_round=1))
+    default = TrainInstruction.from_record(train_config_for(FederationConfig(), server_round=1)).training
     assert default.fairness_mitigation == "none"
 
 
@@ -131,13 +139,13 @@ def write_run(run_dir: Path, female_dice_drop: float, mitigation: str) -> Path:
     """What the server saves each round, for a run trained with ``mitigation``."""
     from fairness.run_store import save_round_statistics
     from fairness.site import fairness_statistics_to_send
-    from fairness_fixtures import consortium_records
+    from fairness_fixtures import SPEC, consortium_records
 
     run_config = {"fairness-suppression-threshold": 10, "fairness-mitigation": mitigation,
                   "fairness-balance-attribute": "sex"}
     for server_round in (1, 2):
         records = consortium_records(80, seed=server_round, female_dice_drop=female_dice_drop, female_fraction=0.5)
-        replies = {site: fairness_statistics_to_send(rs, run_config, "lge") for site, rs in records.items()}
+        replies = {site: fairness_statistics_to_send(rs, SPEC) for site, rs in records.items()}
         save_round_statistics(run_dir, server_round, replies, task="lge", run_config=run_config)
     return run_dir
 
@@ -145,11 +153,12 @@ def write_run(run_dir: Path, female_dice_drop: float, mitigation: str) -> Path:
 @pytest.fixture(scope="module")
 def before_and_after(tmp_path_factory) -> tuple[str, dict]:
     from fairness.report import write_audit_report
+    from fairness_fixtures import SPEC
 
     root = tmp_path_factory.mktemp("mitigation")
     baseline = write_run(root / "run", female_dice_drop=0.2, mitigation="none")
     balanced = write_run(root / "run-balanced", female_dice_drop=0.05, mitigation="group-balanced")
-    html_path, json_path = write_audit_report(balanced, baseline_dir=baseline)
+    html_path, json_path = write_audit_report(balanced, SPEC, baseline_dir=baseline)
     return html_path.read_text(encoding="utf-8"), json.loads(json_path.read_text(encoding="utf-8"))
 
 
@@ -179,14 +188,16 @@ def test_the_before_and_after_is_in_plain_words_on_the_page(before_and_after):
     assert any(line.startswith("All patients together:") for line in words)
     assert "Before and after the mitigation" in text and "8. Before and after the mitigation, group by group" in text
     assert "Training: group-balanced sampling by sex" in text
+    page = html.unescape(text)  # the page escapes what it shows
     for line in words:
-        assert html.escape(line, quote=True) in text
+        assert line in page
 
 
 def test_without_a_baseline_the_report_has_no_before_and_after(tmp_path: Path):
     from fairness.report import write_audit_report
+    from fairness_fixtures import SPEC
 
-    html_path, json_path = write_audit_report(write_run(tmp_path, female_dice_drop=0.0, mitigation="none"))
+    html_path, json_path = write_audit_report(write_run(tmp_path, female_dice_drop=0.0, mitigation="none"), SPEC)
     assert "before_and_after" not in json.loads(json_path.read_text())
     assert "Before and after" not in html_path.read_text()
     assert "Training: no fairness mitigation" in html_path.read_text()

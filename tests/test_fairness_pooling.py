@@ -7,9 +7,10 @@ import math
 import pytest
 
 from fairness.audit import measures_of, pooled_evidence, rest_evidence
-from fairness.spec import Tolerances
+from fairness.pooling import add_statistics
+from fairness.settings import Tolerances
+from fairness.spec import Grouping
 from fairness.statistics import ALL_CASES, CASES, NEGATIVE, POSITIVE, Group, call_item, metric_item, site_statistics
-from fairness.wire import add_statistics
 from fairness_fixtures import SPEC, consortium_records, sent
 
 
@@ -66,7 +67,7 @@ def test_consortium_rates_and_means_equal_those_computed_on_the_pooled_cases(con
 def test_everyone_else_is_exact_by_subtraction(consortium):
     records, decoded, _, _ = consortium
     measure = next(m for m in measures_of(SPEC, Tolerances.defaults(SPEC)) if m.key == "dice_myocardium")
-    women = Group.from_key("sex=female")
+    women = Group(Grouping(("sex",)), ("female",))
     rest, senders = rest_evidence(decoded, women, measure)
     others = [
         r.metrics["dice_myocardium"] for site in senders for r in records[site] if r.attributes.sex != "female"
@@ -82,7 +83,7 @@ def test_a_group_withheld_at_one_site_is_summed_over_the_others_and_says_so():
         r for r in records["site-03"] if r.attributes.sex == "female"
     ][:3]
     decoded = {site: sent(site_records)[1] for site, site_records in records.items()}
-    women = Group.from_key("sex=female")
+    women = Group(Grouping(("sex",)), ("female",))
     assert decoded["site-03"].get(women, CASES) is None
     summed = add_statistics(list(decoded.values()))
     senders = summed.sites_for(women, CASES)

@@ -13,16 +13,17 @@ from cmrfl.cli import app
 from fairness.report import write_audit_report
 from fairness.run_store import NoFairnessStatistics, load_run_statistics, round_statistics_path, save_round_statistics
 from fairness.site import fairness_statistics_to_send
-from fairness_fixtures import consortium_records
+from fairness_fixtures import SPEC, consortium_records
 
 RUN_CONFIG = {"fairness-suppression-threshold": 10, "fairness-tolerance-dice-myocardium": 0.05, "num-server-rounds": 2}
 
 
 def write_run(run_dir: Path, female_dice_drop: float, rounds=(1, 2)) -> Path:
-    """What the server would save: each round, each site's dict as the site sent it."""
+    """What the server would save: each round, each site's document as the site sent it."""
     for server_round in rounds:
         records = consortium_records(80, seed=server_round, female_dice_drop=female_dice_drop, female_fraction=0.5)
-        replies = {site: fairness_statistics_to_send(rs, RUN_CONFIG, "lge") for site, rs in records.items()}
+        replies = {site: fairness_statistics_to_send(rs, SPEC, RUN_CONFIG["fairness-suppression-threshold"])
+                   for site, rs in records.items()}
         save_round_statistics(run_dir, server_round, replies, {"site-04": "no reply this round"},
                               task="lge", run_config=RUN_CONFIG)
     return run_dir
@@ -35,7 +36,7 @@ def gapped_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gapped_report(gapped_run):
-    html_path, json_path = write_audit_report(gapped_run)
+    html_path, json_path = write_audit_report(gapped_run, SPEC)
     return html_path.read_text(encoding="utf-8"), json.loads(json_path.read_text(encoding="utf-8"))
 
 
@@ -50,12 +51,13 @@ def test_round_files_keep_each_sites_statistics_settings_and_notes(gapped_run):
     assert all(stats.suppression_threshold == 10 for stats in last.sites.values())
 
 
-def test_a_malformed_site_dict_is_kept_out_and_recorded(tmp_path):
-    good = fairness_statistics_to_send(consortium_records(40, 1)["site-01"], {}, "lge")
-    save_round_statistics(tmp_path, 1, {"site-01": good, "site-02": {**good, "fairness|version": 7}})
+def test_a_malformed_site_document_is_kept_out_and_recorded(tmp_path):
+    good = fairness_statistics_to_send(consortium_records(40, 1)["site-01"], SPEC)
+    newer = good.replace('"version":2', '"version":7')
+    save_round_statistics(tmp_path, 1, {"site-01": good, "site-02": newer}, task="lge")
     last = load_run_statistics(tmp_path).last
     assert set(last.sites) == {"site-01"}
-    assert "version" in last.rejected["site-02"]
+    assert "version" in last.rejected["site-02"] and last.task == "lge"
 
 
 def test_the_report_is_self_contained_html(gapped_report):
@@ -92,14 +94,14 @@ def test_the_json_holds_the_same_numbers_as_the_page(gapped_report):
 
 
 def test_without_a_gap_the_summary_says_nothing_was_flagged(tmp_path):
-    html_path, json_path = write_audit_report(write_run(tmp_path, female_dice_drop=0.0, rounds=(1,)))
+    html_path, json_path = write_audit_report(write_run(tmp_path, female_dice_drop=0.0, rounds=(1,)), SPEC)
     assert "No gap was flagged" in json.loads(json_path.read_text())["summary"][0]
     assert "No gap was flagged" in html_path.read_text()
 
 
 def test_a_run_folder_without_statistics_is_named_in_the_error(tmp_path):
     with pytest.raises(NoFairnessStatistics, match=re.escape(str(tmp_path))):
-        write_audit_report(tmp_path)
+        write_audit_report(tmp_path, SPEC)
 
 
 def test_cmrfl_audit_report_writes_both_files(tmp_path):

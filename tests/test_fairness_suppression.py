@@ -8,15 +8,10 @@ from scipy.optimize import linprog
 
 from cmr.attributes import SubgroupAttributes
 from fairness.records import SiteCaseRecord
-from fairness.statistics import CASES, NEGATIVE, POSITIVE, Group, call_item, metric_item, site_statistics
-from fairness.suppression import (
-    additive_relations,
-    count_items,
-    count_of,
-    suppress,
-    suppression_threshold_from_run_config,
-)
-from fairness.wire import encode
+from fairness.settings import suppression_threshold_from_run_config
+from fairness.statistics import ALL_CASES, CASES, NEGATIVE, POSITIVE, call_item, metric_item, site_statistics
+from fairness.suppression import additive_relations, count_items, count_of, suppress
+from fairness.wire import statistics_document
 from fairness_fixtures import SPEC, lge_records, sent
 
 SIZES_AND_SEEDS = [(n, seed) for n in (12, 24, 40, 80, 200) for seed in range(4)]
@@ -112,20 +107,20 @@ def test_a_small_group_takes_its_smallest_neighbour_with_it():
     withheld_groups = {w.group.key for w in stats.withheld if w.item == CASES}
     assert "sex=female" in withheld_groups  # primary: 4 women
     assert "sex=male" in withheld_groups  # complementary: male = all − female otherwise
-    assert stats.get(Group.from_key("all"), CASES) == 30
+    assert stats.get(ALL_CASES, CASES) == 30
 
 
 def test_reasons_stay_at_the_site():
     records = [_record(i, "female" if i < 4 else "male") for i in range(30)]
     stats = suppress(site_statistics(records, SPEC), SPEC, 10)
     assert {w.reason for w in stats.withheld} == {"primary", "complementary"}
-    wire = encode(stats)
-    assert not any("primary" in key or "complementary" in key for key in wire)
+    document = statistics_document(stats)
+    assert "primary" not in document and "complementary" not in document
 
 
 def test_unsuppressed_statistics_cannot_be_encoded():
     with pytest.raises(ValueError, match="not suppressed"):
-        encode(site_statistics(lge_records("site-01", 30, 1), SPEC))
+        statistics_document(site_statistics(lge_records("site-01", 30, 1), SPEC))
 
 
 def test_threshold_comes_from_run_config_and_is_checked():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from opacus.validators import ModuleValidator
 
 from cmr.attributes import SubgroupAttributes
 from cmr.labels import TissueLabel
-from cmr.store import CaseStore
+from cmr.store import CaseEntry, CaseStore
 from tasks import get_task
 from tasks.base import MIN_CASES_IN_A_SUM, TrainSettings, validation_case_ids
 from tasks.lge import (
@@ -214,7 +213,9 @@ def test_a_small_site_validates_at_least_two_cases_whatever_its_salted_case_ids(
     # Ingest salts case ids per site, so the hash split differs between installations; a
     # site validating one case would withhold all its figures (a sum over one case).
     for salt in range(200):
-        entries = [SimpleNamespace(case_id=f"{salt}-case-{i}") for i in range(8)]
+        entries = [
+            CaseEntry(f"{salt}-case-{i}", 12, 128, 128, 1.5, 1.5, 8.0, True, SubgroupAttributes()) for i in range(8)
+        ]
         chosen = validation_case_ids(entries, LgeScarSegmentation().validation_fraction)
         assert len(chosen) >= MIN_CASES_IN_A_SUM and len(chosen) < len(entries)
 

@@ -75,7 +75,9 @@ def test_phantom_look_locker_correction_moves_t1_towards_the_truth():
     region = _inner_remote_myocardium(case)
     truth = np.mean(case.t1_native_ms[region])
     corrected = np.nanmedian(fit_t1(case.molli_native, case.inversion_times_native_ms).t1_ms[region])
-    uncorrected = np.nanmedian(fit_t1(case.molli_native, case.inversion_times_native_ms, look_locker=False).t1_ms[region])
+    uncorrected = np.nanmedian(
+        fit_t1(case.molli_native, case.inversion_times_native_ms, look_locker=False).t1_ms[region]
+    )
     assert abs(corrected - truth) < 0.1 * truth
     assert uncorrected < 0.85 * truth
 
@@ -189,7 +191,9 @@ def test_unordered_frames_are_read_sorted_by_inversion_time_with_the_right_pixel
     series = read_mapping_series(shuffled, "t1")
     order = np.argsort(dicom_case.inversion_times_native_ms)
     assert series.times_ms.tolist() == sorted(dicom_case.inversion_times_native_ms.tolist())
-    np.testing.assert_allclose(series.frames / STORED_GAIN, dicom_case.molli_native[order], atol=0.5 / STORED_GAIN + 1e-6)
+    np.testing.assert_allclose(
+        series.frames / STORED_GAIN, dicom_case.molli_native[order], atol=0.5 / STORED_GAIN + 1e-6
+    )
     fit = fit_t1(series.frames, series.times_ms)
     direct = fit_t1(dicom_case.molli_native, dicom_case.inversion_times_native_ms)
     region = _inner_remote_myocardium(dicom_case)
@@ -253,7 +257,7 @@ def test_too_few_frames_and_non_dicom_files_are_refused(tmp_path, dicom_case):
     paths = write_mapping_series(dicom_case, tmp_path / "few", "molli_native")
     for path in paths[3:]:
         path.unlink()
-    with pytest.raises(MappingSeriesError, match="3 frame.*at least 4"):
+    with pytest.raises(MappingSeriesError, match=r"3 frame.*at least 4"):
         read_mapping_series(tmp_path / "few", "t1")
     (tmp_path / "few" / "notes.txt").write_text("not an image")
     with pytest.raises(MappingSeriesError, match=r"notes\.txt: not a DICOM file"):

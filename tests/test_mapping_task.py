@@ -109,10 +109,10 @@ def test_synthetic_motion_moves_each_frame_on_its_own_and_leaves_the_times_alone
     image[:8, 20:28, 20:28] = 1.0
     image[11:19, 20:28, 20:28] = 1.0
     image[22:30] = 0.5
-    moved = random_frame_motion(image, 8, max_shift_px=4.0, max_rotation_deg=5.0, generator=torch.Generator().manual_seed(1))
-    centres = [
-        tuple(float(c) for c in torch.nonzero(moved[k] > 0.5).float().mean(dim=0)) for k in range(8)
-    ]
+    moved = random_frame_motion(
+        image, 8, max_shift_px=4.0, max_rotation_deg=5.0, generator=torch.Generator().manual_seed(1)
+    )
+    centres = [tuple(float(c) for c in torch.nonzero(moved[k] > 0.5).float().mean(dim=0)) for k in range(8)]
     assert len({(round(r), round(c)) for r, c in centres}) > 1  # frames moved differently
     torch.testing.assert_close(moved[:8], moved[11:19])  # both frame blocks move alike
     torch.testing.assert_close(moved[22:], image[22:])
@@ -124,7 +124,9 @@ def test_the_task_trains_and_scores_each_study_with_its_attributes(mapping_sites
     torch.manual_seed(0)
     model = task.build_model()
     before = task.evaluate(model, store, CPU, "site-01")
-    outcome = task.train(model, store, TrainSettings(batch_size=4, max_steps=60, local_epochs=100, learning_rate=3e-3), CPU)
+    outcome = task.train(
+        model, store, TrainSettings(batch_size=4, max_steps=60, local_epochs=100, learning_rate=3e-3), CPU
+    )
     after = task.evaluate(model, store, CPU, "site-01")
     assert outcome.steps == 60 and math.isfinite(outcome.mean_loss)
     assert after.summary["loss"] < before.summary["loss"]
@@ -153,8 +155,13 @@ def test_dp_sgd_trains_the_mapping_network_over_patients_for_the_planned_steps(m
     task = get_task("mapping")
     store = CaseStore(mapping_sites[1])
     request = DpSgdRequest(
-        max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, target_epsilon=0.0, planned_rounds=2,
-        accountant="rdp", grad_sample_mode="hooks",
+        max_grad_norm=1.0,
+        delta=1e-5,
+        noise_multiplier=1.0,
+        target_epsilon=0.0,
+        planned_rounds=2,
+        accountant="rdp",
+        grad_sample_mode="hooks",
     )
     settings = TrainSettings(batch_size=2, local_epochs=1, seed=1)
     patients = task.training_patients(store)
@@ -238,8 +245,14 @@ def test_the_mapping_network_trains_federatedly_for_two_rounds_with_a_fairness_a
     assert "dice_myocardium" not in final
     with (run_dir / "metrics.csv").open() as handle:
         header = handle.readline().strip().split(",")
-    assert header[4:] == ["myocardial_t1_bias_ms", "myocardial_t1_abs_error_ms", "blood_t1_abs_error_ms",
-                          "post_myocardial_t1_abs_error_ms", "ecv_abs_error_percent", "loss"]
+    assert header[4:] == [
+        "myocardial_t1_bias_ms",
+        "myocardial_t1_abs_error_ms",
+        "blood_t1_abs_error_ms",
+        "post_myocardial_t1_abs_error_ms",
+        "ecv_abs_error_percent",
+        "loss",
+    ]
     assert Path(summary["outputs"]["metrics_plot"]).stat().st_size > 10_000
     report = json.loads(Path(summary["outputs"]["fairness_report_json"]).read_text())
     assert report["rounds"]
@@ -259,15 +272,36 @@ def test_phantom_writes_mapping_hospitals_and_site_ingest_stores_them_from_the_c
     runner = CliRunner()
     hospitals = tmp_path / "hospitals"
     result = runner.invoke(
-        app, ["phantom", "--task", "mapping", "--sites", "1", "--cases-per-site", "2", "--max-motion-mm", "3",
-              "--out", str(hospitals)],
+        app,
+        [
+            "phantom",
+            "--task",
+            "mapping",
+            "--sites",
+            "1",
+            "--cases-per-site",
+            "2",
+            "--max-motion-mm",
+            "3",
+            "--out",
+            str(hospitals),
+        ],
     )
     assert result.exit_code == 0, result.output
     site = hospitals / "site-01"
     result = runner.invoke(
         app,
-        ["site", "ingest", str(site / "dicom"), "--site-dir", str(tmp_path / "site"),
-         "--manifest", str(site / "manifest.csv"), "--labels", str(site / "labels")],
+        [
+            "site",
+            "ingest",
+            str(site / "dicom"),
+            "--site-dir",
+            str(tmp_path / "site"),
+            "--manifest",
+            str(site / "manifest.csv"),
+            "--labels",
+            str(site / "labels"),
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "site" / "ingest-report.json").read_text())

@@ -16,11 +16,25 @@ from cmr.phantom import generate_consortium
 from cmr.phantom.spec import SubgroupDifficulty
 
 REQUIRED_TAGS = (
-    "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
-    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-    "InversionTime", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
-    "PatientSex", "PatientAge", "PatientName", "PatientID", "PatientBirthDate",
-    "InstitutionName", "AccessionNumber",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "InversionTime",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "MagneticFieldStrength",
+    "PatientSex",
+    "PatientAge",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "InstitutionName",
+    "AccessionNumber",
 )
 
 
@@ -46,9 +60,7 @@ def test_the_same_seed_writes_the_same_bytes_in_one_process_or_several_and_anoth
     first, again, other, parallel = (file_digests(tmp_path / n) for n in ("a", "b", "c", "parallel"))
     assert first == again
     assert parallel == first  # processes finishing in any order write the same bytes
-    assert set(first.values()).isdisjoint(
-        v for k, v in other.items() if k.endswith(".dcm")
-    )
+    assert set(first.values()).isdisjoint(v for k, v in other.items() if k.endswith(".dcm"))
 
 
 def test_every_slice_is_mr_image_storage_with_the_tags_a_scanner_writes(consortium):
@@ -91,9 +103,10 @@ def test_masks_and_manifest_match_the_dicom_series(consortium):
         rows = list(csv.DictReader((site_dir / "manifest.csv").open()))
         assert len(rows) == 3
         for row in rows:
-            mask = nib.load(site_dir / "labels" / row["mask_file"])
+            mask = nib.Nifti1Image.from_filename(site_dir / "labels" / row["mask_file"])
             series = [
-                p for p in (site_dir / "dicom").rglob("*.dcm")
+                p
+                for p in (site_dir / "dicom").rglob("*.dcm")
                 if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == row["series_instance_uid"]
             ]
             assert mask.shape[2] == len(series)
@@ -114,8 +127,9 @@ def test_patient_ids_stay_unique_beyond_a_thousand_cases_per_site():
     patient = Patient(sex="female", age_years=60, ethnicity="Asian", height_cm=160.0, weight_kg=60.0)
     for site_index in range(8):  # every MRN style
         ids = [
-            sample_identity(np.random.default_rng([3, case]), site_index, case, 1500, patient, 2018, 2024, 0.4, 0.1)
-            .patient_id
+            sample_identity(
+                np.random.default_rng([3, case]), site_index, case, 1500, patient, 2018, 2024, 0.4, 0.1
+            ).patient_id
             for case in range(1500)
         ]
         assert len(set(ids)) == len(ids)

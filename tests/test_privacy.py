@@ -65,8 +65,10 @@ def test_the_ledger_epsilon_is_opacus_accountant_epsilon(tmp_path: Path, account
     opacus_accountant = create_accountant(accountant)
     for server_round, mechanism in enumerate(ROUNDS, start=1):
         plan = replace(
-            noise_plan(12, accountant=accountant), noise_multiplier=mechanism.noise_multiplier,
-            sample_rate=mechanism.sample_rate, steps=mechanism.steps,
+            noise_plan(12, accountant=accountant),
+            noise_multiplier=mechanism.noise_multiplier,
+            sample_rate=mechanism.sample_rate,
+            steps=mechanism.steps,
         )
         spend = site.record_round(plan, mechanism.steps, run_id="7", server_round=server_round)
         for _ in range(mechanism.steps):
@@ -166,29 +168,35 @@ def test_a_patient_with_several_cases_is_one_record(tmp_path: Path):
     for case_id in training[:2]:  # the same (pseudonymous) PatientID in two cases' headers
         (headers / f"{case_id}.json").write_text(json.dumps({"00100020": {"vr": "LO", "Value": ["same-patient"]}}))
     assert task.training_patients(store) == alone - 1
-    dataset = task.patient_dataset(store)
+    dataset = task.patient_examples(store)
     merged = dataset.patients.index("patient:same-patient")
     assert dataset.slice_count(merged) == sum(len(c.labelled_slices) for c in task.split(store)[0][:2])
 
 
 def test_dp_sgd_computes_one_clipped_gradient_per_sampled_patient(ring_site: CaseStore):
     task = LgeScarSegmentation()
-    dataset = task.patient_dataset(ring_site)
+    dataset = task.patient_examples(ring_site)
     slices = sum(len(case.labelled_slices) for case in task.split(ring_site)[0])
     assert len(dataset) == task.training_patients(ring_site) < slices  # records are patients, not slices
     plan = noise_plan(len(dataset), batch_size=3)
     model = task.build_model()
     private = make_private(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(dataset, batch_size=3),
-        per_slice_segmentation_loss(), plan,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(dataset, batch_size=3),
+        per_slice_segmentation_loss(),
+        plan,
     )
-    indices = next(indices for indices in private.data_loader.batch_sampler if indices)  # a Poisson draw
+    sampler = private.data_loader.batch_sampler
+    assert sampler is not None
+    indices = next(indices for indices in sampler if indices)  # a Poisson draw
     assert len(set(indices)) == len(indices)
     images, labels = private.data_loader.collate_fn([dataset[i] for i in indices])
     assert images.shape == (len(indices), 1, 128, 128)  # one slice per sampled patient
     private.criterion(private.module(images), labels.long()).backward()
     for name, parameter in private.module.named_parameters():
-        assert parameter.grad_sample.shape == (len(indices), *parameter.shape), name
+        grad_sample = parameter.grad_sample  # type: ignore[attr-defined]  # Opacus adds it
+        assert grad_sample.shape == (len(indices), *parameter.shape), name
     private.close()
 
 
@@ -212,12 +220,15 @@ def test_the_dp_loss_of_a_slice_depends_on_that_slice_alone():
 
 def test_a_poisson_batch_without_patients_still_releases_noise(ring_site: CaseStore):
     task = LgeScarSegmentation()
-    dataset = task.patient_dataset(ring_site)
+    dataset = task.patient_examples(ring_site)
     model = task.build_model()
     before = [p.detach().clone() for p in model.parameters()]
     private = make_private(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(dataset, batch_size=3),
-        per_slice_segmentation_loss(), noise_plan(len(dataset)),
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(dataset, batch_size=3),
+        per_slice_segmentation_loss(),
+        noise_plan(len(dataset)),
     )
     private.noise_only_step()
     assert private.accounted_steps == 1
@@ -228,11 +239,14 @@ def test_a_poisson_batch_without_patients_still_releases_noise(ring_site: CaseSt
 @pytest.mark.parametrize("grad_sample_mode", ["hooks", "ghost"])
 def test_a_real_step_after_an_empty_poisson_batch_works_in_every_clipping_mode(ring_site: CaseStore, grad_sample_mode):
     task = LgeScarSegmentation()
-    dataset = task.patient_dataset(ring_site)
+    dataset = task.patient_examples(ring_site)
     model = task.build_model()
     private = make_private(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(dataset, batch_size=3),
-        per_slice_segmentation_loss(), noise_plan(len(dataset), grad_sample_mode=grad_sample_mode),
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(dataset, batch_size=3),
+        per_slice_segmentation_loss(),
+        noise_plan(len(dataset), grad_sample_mode=grad_sample_mode),
     )
     private.noise_only_step()
     images = torch.stack([dataset[i][0] for i in range(2)])
@@ -249,7 +263,9 @@ def test_dp_sgd_training_takes_the_planned_steps_and_hands_back_a_clean_model(ri
     task = LgeScarSegmentation()
     plan = plan_round(
         DpSgdRequest(noise_multiplier=0.8, target_epsilon=0.0, grad_sample_mode=grad_sample_mode),
-        task.training_patients(ring_site), batch_size=3, local_epochs=2,
+        task.training_patients(ring_site),
+        batch_size=3,
+        local_epochs=2,
     )
     torch.manual_seed(0)
     model = task.build_model()
@@ -265,12 +281,15 @@ def test_dp_sgd_training_takes_the_planned_steps_and_hands_back_a_clean_model(ri
 
 def test_a_private_round_is_accounted_as_the_privacy_engine_accounts_it(ring_site: CaseStore, tmp_path: Path):
     task = LgeScarSegmentation()
-    dataset = task.patient_dataset(ring_site)
+    dataset = task.patient_examples(ring_site)
     plan = noise_plan(len(dataset), accountant="prv")
     model = task.build_model()
     private = make_private(
-        model, torch.optim.SGD(model.parameters(), lr=0.1), DataLoader(dataset, batch_size=3),
-        per_slice_segmentation_loss(), plan,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        DataLoader(dataset, batch_size=3),
+        per_slice_segmentation_loss(),
+        plan,
     )
     for _ in range(plan.steps):
         private.noise_only_step()
@@ -288,11 +307,13 @@ def test_cmrfl_site_privacy_prints_the_ledger(tmp_path: Path):
     site = SitePrivacy(tmp_path, "site-01", SiteBudget(max_epsilon=2.5))
     spend = site.record_round(plan, plan.steps, "run-a", 1)
     site.record_round(plan, plan.steps, "run-a", 2)
-    reason = SitePrivacy(tmp_path, "site-01", SiteBudget(max_epsilon=spend.epsilon)).decline_over_budget(plan, "run-a", 3)
+    reason = SitePrivacy(tmp_path, "site-01", SiteBudget(max_epsilon=spend.epsilon)).decline_over_budget(
+        plan, "run-a", 3
+    )
     result = CliRunner().invoke(cli, ["site", "privacy", "--site-dir", str(tmp_path)])  # 80 columns: no tty
     assert result.exit_code == 0, result.output
     assert result.output.count("trained") == 2 and "declined" in result.output
-    assert reason in " ".join(result.output.split())
+    assert reason is not None and reason in " ".join(result.output.split())
     total = PrivacyLedger.for_site(tmp_path).epsilon(DELTA, "rdp")
     assert f"Spent: ε={total:.3f} at δ=1e-05; budget: max ε=2.5" in result.output
 
@@ -312,9 +333,16 @@ def test_a_site_over_budget_declines_and_the_federation_goes_on(ingested_sites: 
     run_simulated_federation(
         sites,
         {
-            "num-server-rounds": 2, "max-local-steps": 2, "batch-size": 4, "min-train-sites": 3,
-            "min-available-sites": 3, "run-dir": str(tmp_path / "run"), "resume": False,
-            "dp-sgd": True, "dp-sgd-noise-multiplier": 1.0, "dp-sgd-target-epsilon": 0.0,
+            "num-server-rounds": 2,
+            "max-local-steps": 2,
+            "batch-size": 4,
+            "min-train-sites": 3,
+            "min-available-sites": 3,
+            "run-dir": str(tmp_path / "run"),
+            "resume": False,
+            "dp-sgd": True,
+            "dp-sgd-noise-multiplier": 1.0,
+            "dp-sgd-target-epsilon": 0.0,
         },
         on_round_end=lambda h: history.append(h[-1]),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -156,7 +157,9 @@ def test_model_references_default_to_the_approved_alias(text: str, expected: Mod
 
 
 def test_serve_refuses_to_start_without_an_admin_password(tmp_path: Path):
-    result = runner.invoke(app, ["registry", "serve", "--data-dir", str(tmp_path)], env={"MLFLOW_AUTH_ADMIN_PASSWORD": ""})
+    result = runner.invoke(
+        app, ["registry", "serve", "--data-dir", str(tmp_path)], env={"MLFLOW_AUTH_ADMIN_PASSWORD": ""}
+    )
     assert result.exit_code != 0
     assert "set MLFLOW_AUTH_ADMIN_PASSWORD" in result.output
 
@@ -166,11 +169,13 @@ def test_the_server_config_holds_no_password_and_takes_postgres_and_object_store
 
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
     settings = RegistrySettings(
-        data_dir=tmp_path, backend_store_uri="postgresql://mlflow@db:5432/mlflow",
-        artifacts_destination="s3://consortium-models/registry", auth_database_uri="postgresql://mlflow@db:5432/auth",
+        data_dir=tmp_path,
+        backend_store_uri="postgresql://mlflow@db:5432/mlflow",
+        artifacts_destination="s3://consortium-models/registry",
+        auth_database_uri="postgresql://mlflow@db:5432/auth",
     )
     command, environment = server_command(settings)
-    option = {name: value for name, value in zip(command, command[1:]) if name.startswith("--")}
+    option = {name: value for name, value in itertools.pairwise(command) if name.startswith("--")}
     assert option["--app-name"] == "basic-auth" and "--enable-workspaces" in command
     assert option["--backend-store-uri"] == "postgresql://mlflow@db:5432/mlflow"
     assert option["--artifacts-destination"] == "s3://consortium-models/registry"
@@ -209,9 +214,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             try:
                 urllib.request.urlopen(f"{uri}/health", timeout=2)
                 break
-            except OSError:
+            except OSError as error:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start: {(data_dir / 'server.log').read_text()[-2000:]}")
+                    log_tail = (data_dir / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server did not start: {log_tail}") from error
                 time.sleep(0.3)
         yield {"uri": uri, "data_dir": data_dir}
     finally:
@@ -245,7 +251,9 @@ def registered(registry: dict, finished_run: Path, pki: tuple[Path, Path]) -> di
     """The run registered by the admin, a site account, and the version promoted to approved."""
     uri = registry["uri"]
     admin = account(ADMIN, ADMIN_PASSWORD, uri)
-    result = runner.invoke(app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=admin)
+    result = runner.invoke(
+        app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=admin
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["registry", "add-site-user", SITE], env=admin | {"CMRFL_SITE_PASSWORD": SITE_PASSWORD})
     assert result.exit_code == 0, result.output
@@ -263,12 +271,13 @@ def test_a_run_registers_a_candidate_version_with_card_and_signature(registered:
         client = MlflowClient(registered["uri"])
         model = client.get_registered_model(MODEL)
         assert model.aliases == {"candidate": "1", "approved": "1"}
-        version = client.get_model_version(MODEL, "1")
-        folder = Path(client.download_artifacts(version.run_id, "registered-model"))
+        run_id = client.get_model_version(MODEL, "1").run_id
+        assert run_id is not None  # the version was registered from a run
+        folder = Path(client.download_artifacts(run_id, "registered-model"))
         # the UI's view of the run: per-round metrics with step = round, artifacts beside them
-        history = client.get_metric_history(version.run_id, "consortium/dice_myocardium")
-        site_history = client.get_metric_history(version.run_id, "site-02/validation_cases")
-        artifacts = {a.path for a in client.list_artifacts(version.run_id)}
+        history = client.get_metric_history(run_id, "consortium/dice_myocardium")
+        site_history = client.get_metric_history(run_id, "site-02/validation_cases")
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert sorted(m.step for m in history) == [1, 2]
     assert [m.value for m in sorted(site_history, key=lambda m: m.step)] == [
         e["evaluate"]["sites"]["site-02"]["num-examples"]
@@ -291,8 +300,11 @@ def test_a_run_registers_a_candidate_version_with_card_and_signature(registered:
 @pytest.mark.slow
 def test_a_site_account_pulls_and_verifies_the_approved_version(registered: dict, pki, tmp_path: Path):
     site_dir = new_site(tmp_path / "site", pki[1])
-    result = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    result = runner.invoke(
+        app,
+        ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+    )
     assert result.exit_code == 0, result.output
     assert "signature verified" in result.output
     kept = site_dir / "models" / MODEL / "1"
@@ -304,14 +316,19 @@ def test_a_site_account_pulls_and_verifies_the_approved_version(registered: dict
 
 @pytest.mark.slow
 @pytest.mark.parametrize("altered", ["final_model.pt", "model-card.json"])
-def test_a_version_altered_in_the_registry_store_is_refused(registered: dict, registry: dict, pki, tmp_path: Path, altered: str):
+def test_a_version_altered_in_the_registry_store_is_refused(
+    registered: dict, registry: dict, pki, tmp_path: Path, altered: str
+):
     stored = next(registry["data_dir"].glob(f"artifacts/**/registered-model/{altered}"))
     original = stored.read_bytes()
     flip_byte(stored)
     try:
         site_dir = new_site(tmp_path / "site", pki[1])
-        result = runner.invoke(app, ["registry", "pull", f"{MODEL}:1", "--site-dir", str(site_dir)],
-                               env=account(SITE, SITE_PASSWORD, registered["uri"]))
+        result = runner.invoke(
+            app,
+            ["registry", "pull", f"{MODEL}:1", "--site-dir", str(site_dir)],
+            env=account(SITE, SITE_PASSWORD, registered["uri"]),
+        )
     finally:
         stored.write_bytes(original)
     assert result.exit_code != 0
@@ -323,8 +340,11 @@ def test_a_version_altered_in_the_registry_store_is_refused(registered: dict, re
 @pytest.mark.slow
 def test_wrong_credentials_are_refused(registered: dict, pki, tmp_path: Path):
     site_dir = new_site(tmp_path / "site", pki[1])
-    result = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-                           env=account(SITE, "not-the-password", registered["uri"]))
+    result = runner.invoke(
+        app,
+        ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+        env=account(SITE, "not-the-password", registered["uri"]),
+    )
     assert result.exit_code != 0
     assert "refused the credentials of site-01 (HTTP 401" in result.output
 
@@ -332,7 +352,9 @@ def test_wrong_credentials_are_refused(registered: dict, pki, tmp_path: Path):
 @pytest.mark.slow
 def test_a_site_account_cannot_register_or_promote(registered: dict, finished_run: Path, pki):
     site = account(SITE, SITE_PASSWORD, registered["uri"])
-    register = runner.invoke(app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=site)
+    register = runner.invoke(
+        app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=site
+    )
     promote = runner.invoke(app, ["registry", "promote", MODEL, "1"], env=site)
     for result in (register, promote):
         assert result.exit_code != 0
@@ -348,21 +370,28 @@ def test_a_site_account_cannot_register_or_promote(registered: dict, finished_ru
 
 
 @pytest.mark.slow
-def test_predict_segments_a_phantom_series_with_the_pulled_model(registered: dict, small_consortium: Path, pki, tmp_path: Path):
+def test_predict_segments_a_phantom_series_with_the_pulled_model(
+    registered: dict, small_consortium: Path, pki, tmp_path: Path
+):
     from cmr.dicom_series import scan_dicom_folder
 
     site_dir = new_site(tmp_path / "site", pki[1])
-    pulled = runner.invoke(app, ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    pulled = runner.invoke(
+        app,
+        ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
+        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+    )
     assert pulled.exit_code == 0, pulled.output
     series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*"))[0]
     out = tmp_path / "prediction"
-    result = runner.invoke(app, ["predict", "--site-dir", str(site_dir), "--model", MODEL, str(series_dir), "--out", str(out)])
+    result = runner.invoke(
+        app, ["predict", "--site-dir", str(site_dir), "--model", MODEL, str(series_dir), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "Scar burden:" in result.output
 
     series = scan_dicom_folder(series_dir).series[0]
-    segmentation = nib.load(out / "scar-segmentation.nii.gz")
+    segmentation = nib.Nifti1Image.from_filename(out / "scar-segmentation.nii.gz")
     np.testing.assert_allclose(segmentation.affine, series.geometry.affine_ras(), atol=1e-4)
     labels = np.asarray(segmentation.dataobj)
     assert labels.shape == (series.shape[2], series.shape[1], series.shape[0])  # NIfTI [column, row, slice]
@@ -375,7 +404,9 @@ def test_predict_segments_a_phantom_series_with_the_pulled_model(registered: dic
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     flip_byte(site_dir / "models" / MODEL / "1" / "final_model.pt")  # altered at rest, after the pull
-    refused = runner.invoke(app, ["predict", "--site-dir", str(site_dir), "--model", f"{MODEL}:1", str(series_dir), "--out", str(out)])
+    refused = runner.invoke(
+        app, ["predict", "--site-dir", str(site_dir), "--model", f"{MODEL}:1", str(series_dir), "--out", str(out)]
+    )
     assert refused.exit_code != 0 and "signature" in refused.output
 
 
@@ -394,8 +425,11 @@ def test_the_demo_signs_its_model_and_registers_it_when_asked(registered: dict, 
     verify_model_folder(out / "run", public_key(demo_key), expected_model=MODEL)  # signed in place
     site_dir = out / "sites" / "site-02"
     assert (site_dir / "trust" / "model-signing.pub").read_bytes() == demo_key.read_bytes()
-    pulled = runner.invoke(app, ["registry", "pull", f"{MODEL}@candidate", "--site-dir", str(site_dir)],
-                           env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    pulled = runner.invoke(
+        app,
+        ["registry", "pull", f"{MODEL}@candidate", "--site-dir", str(site_dir)],
+        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+    )
     assert pulled.exit_code == 0, pulled.output
     card = json.loads((site_dir / "models" / MODEL / "2" / "model-card.json").read_text())
     assert sorted(card["data_fingerprints"]["case_store_indices"]) == ["site-01", "site-02", "site-03"]
@@ -403,7 +437,8 @@ def test_the_demo_signs_its_model_and_registers_it_when_asked(registered: dict, 
 
 def test_the_demo_refuses_to_start_when_no_registry_answers(tmp_path: Path):
     result = runner.invoke(
-        app, ["demo", "--out", str(tmp_path / "demo"), "--register"],
+        app,
+        ["demo", "--out", str(tmp_path / "demo"), "--register"],
         env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"},
     )
     assert result.exit_code != 0

@@ -1,6 +1,6 @@
 """Secure aggregation (Flower's SecAgg+), update guards and client-level DP, on toy sites.
 
-Toy sites (cmrfl/toy_federation.py) run behind the real site mods, with the real
+Toy sites (tests/toy_federation.py) run behind the real site mods, with the real
 ServerApp and round loop, in Flower's simulation runtime; their 'training' adds a
 known pseudo-random update, so each test can hold what the server received, and
 what it computed, against the truth. One simulation runs every scenario below.
@@ -13,16 +13,18 @@ import math
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from flwr.app import Message
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
-from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+from flwr.serverapp import GaussianPrivacyEvent, Grid, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
-from cmrfl.toy_federation import (
+from server.app import make_server_app
+from server.config import FederationConfig, RunConfigError
+from toy_federation import (
     TOY_TASK,
     ToyBehaviour,
     ToyGrid,
@@ -31,8 +33,6 @@ from cmrfl.toy_federation import (
     toy_num_examples,
     toy_update,
 )
-from server.app import make_server_app
-from server.config import FederationConfig, RunConfigError
 
 NUM_SITES = 5
 NUM_PARAMS = 20_000
@@ -101,20 +101,22 @@ def toy_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ToyRun | str
     root = tmp_path_factory.mktemp("toy-runs")
     runs: dict[str, ToyRun | str] = {}
 
-    def server_main(grid, context) -> None:  # noqa: ANN001
+    def server_main(grid, context) -> None:
         np.random.seed(0)  # the DP wrappers draw their noise from NumPy's global generator
         for name, (overrides, behaviour) in SCENARIOS.items():
             run_config = {**BASE, "run-dir": str(root / name), **overrides}
-            toy_grid = ToyGrid(grid, behaviour)
+            toy_grid = ToyGrid(grid, behaviour)  # a Grid by duck typing, hence the casts below
             try:
                 if name in FIRST_RUN:
                     make_server_app({**run_config, **FIRST_RUN[name]}, initial_arrays=toy_model(NUM_PARAMS))(
-                        ToyGrid(grid, behaviour), context
+                        cast(Grid, ToyGrid(grid, behaviour)), context
                     )
-                make_server_app(run_config, initial_arrays=toy_model(NUM_PARAMS))(toy_grid, context)
+                make_server_app(run_config, initial_arrays=toy_model(NUM_PARAMS))(cast(Grid, toy_grid), context)
                 summary = json.loads((root / name / "summary.json").read_text())
-                runs[name] = ToyRun(FederationConfig.from_run_config(run_config), summary, toy_grid.received, root / name)
-            except Exception:  # noqa: BLE001 (reported by the scenario's own tests)
+                runs[name] = ToyRun(
+                    FederationConfig.from_run_config(run_config), summary, toy_grid.received, root / name
+                )
+            except Exception:
                 runs[name] = traceback.format_exc()
 
     run_toy_simulation(NUM_SITES, server_main)
@@ -162,7 +164,7 @@ def masked_vectors(run: ToyRun) -> dict[int, np.ndarray]:
             continue
         record = reply.content[RECORD_KEY_CONFIGS]
         if Key.MASKED_PARAMETERS in record:
-            arrays = [bytes_to_ndarray(b) for b in record[Key.MASKED_PARAMETERS]]
+            arrays = [bytes_to_ndarray(b) for b in cast(list[bytes], record[Key.MASKED_PARAMETERS])]
             vectors[partition_of(reply)] = np.concatenate([a.ravel() for a in arrays[1:]]).astype(np.float64)
     return vectors
 
@@ -238,8 +240,7 @@ def test_nan_and_oversized_updates_are_rejected_with_the_reason_recorded(toy_run
     reasons = sorted(f["reason"] for f in run.history[0]["failures"])
     assert len(reasons) == 2
     assert reasons[0] == (
-        "update guard: non-finite update: 500 of 20000 values are NaN or infinite, "
-        "in 1 array(s), first 'layer0.weight'"
+        "update guard: non-finite update: 500 of 20000 values are NaN or infinite, in 1 array(s), first 'layer0.weight'"
     )
     assert reasons[1].startswith("update guard: update L2 norm ")
     assert reasons[1].endswith("exceeds max-update-norm 100")
@@ -298,7 +299,9 @@ def test_client_level_epsilon_per_round_is_flowers_rdp_accountant(toy_runs, name
     )
     for entry in run.history:
         accountant.compose(GaussianPrivacyEvent(run.config.client_dp_noise_multiplier, NUM_SITES, NUM_SITES))
-        assert entry["client_dp"]["epsilon"] == pytest.approx(accountant.get_epsilon(run.config.client_dp_delta), rel=1e-9)
+        assert entry["client_dp"]["epsilon"] == pytest.approx(
+            accountant.get_epsilon(run.config.client_dp_delta), rel=1e-9
+        )
         assert entry["client_dp"]["releases"] == entry["round"]
     assert run.history[1]["client_dp"]["epsilon"] > run.history[0]["client_dp"]["epsilon"] > 0
 
@@ -307,7 +310,10 @@ def test_a_resumed_dp_run_continues_the_accounting_of_the_rounds_before(toy_runs
     run = scenario(toy_runs, "dp-resumed")
     assert run.summary["resumed_from_round"] == 1
     assert run.summary["privacy"]["client_dp"]["rounds"] == 2
-    assert run.summary["privacy"]["client_dp"]["epsilon"] == scenario(toy_runs, "dp-secagg").summary["privacy"]["client_dp"]["epsilon"]
+    assert (
+        run.summary["privacy"]["client_dp"]["epsilon"]
+        == scenario(toy_runs, "dp-secagg").summary["privacy"]["client_dp"]["epsilon"]
+    )
 
 
 def test_a_dp_round_missing_a_site_releases_nothing_and_says_why(toy_runs):
@@ -322,7 +328,10 @@ def test_summary_records_client_level_privacy(toy_runs):
     run = scenario(toy_runs, "dp-secagg")
     recorded = run.summary["privacy"]["client_dp"]
     assert recorded["epsilon"] == run.history[-1]["client_dp"]["epsilon"]
-    assert {k: recorded[k] for k in ("mode", "noise_multiplier", "clipping_norm", "clients_per_round", "population", "rounds", "delta")} == {
+    assert {
+        k: recorded[k]
+        for k in ("mode", "noise_multiplier", "clipping_norm", "clients_per_round", "population", "rounds", "delta")
+    } == {
         "mode": "fixed",
         "noise_multiplier": 1.0,
         "clipping_norm": CLIP,
@@ -347,7 +356,9 @@ def test_adaptive_clipping_carries_its_norm_from_round_to_round(toy_runs):
 
 @pytest.mark.parametrize("strategy", ["fedmedian", "fedtrimmedavg", "krum"])
 def test_robust_aggregation_with_secagg_is_refused_naming_both_keys(strategy):
-    with pytest.raises(RunConfigError, match=f"strategy={strategy} needs each site's own update, which secure-aggregation hides"):
+    with pytest.raises(
+        RunConfigError, match=f"strategy={strategy} needs each site's own update, which secure-aggregation hides"
+    ):
         FederationConfig.from_run_config({"strategy": strategy})
     FederationConfig.from_run_config({"strategy": strategy, "secure-aggregation": False})  # fine
 
@@ -358,7 +369,10 @@ def test_robust_aggregation_with_secagg_is_refused_naming_both_keys(strategy):
         ({"client-dp": "fixed", "strategy": "fedadam"}, "client-dp=fixed needs a uniform mean of clipped updates"),
         ({"client-dp": "gaussian"}, "client-dp='gaussian': choose one of off, fixed, adaptive"),
         ({"client-dp": "adaptive"}, "client-dp=adaptive: client-dp-noise-multiplier"),
-        ({"secagg-reconstruction-threshold": 3}, "secagg-reconstruction-threshold=3: must be at least 2 and below secagg-num-shares"),
+        (
+            {"secagg-reconstruction-threshold": 3},
+            "secagg-reconstruction-threshold=3: must be at least 2 and below secagg-num-shares",
+        ),
         ({"client-dp": "fixed", "client-dp-population": 1}, "2 sites per round but a population of 1"),
     ],
 )

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.message.message import make_message
 
 from client.mods import (
@@ -36,9 +36,7 @@ def test_a_nan_update_is_rejected_naming_how_many_values_and_where():
     update = {"conv.weight": np.zeros((4, 3)), "conv.bias": np.array([0.0, np.nan, np.inf, 1.0])}
     verdict = check_update(update, max_l2_norm=0.0)  # no norm bound: non-finite is still refused
     assert not verdict.accepted and math.isnan(verdict.l2_norm)
-    assert verdict.reason == (
-        "non-finite update: 2 of 16 values are NaN or infinite, in 1 array(s), first 'conv.bias'"
-    )
+    assert verdict.reason == ("non-finite update: 2 of 16 values are NaN or infinite, in 1 array(s), first 'conv.bias'")
 
 
 def test_an_oversized_update_is_rejected_with_its_norm_and_the_bound():
@@ -54,13 +52,13 @@ def test_a_zero_bound_means_no_norm_bound():
 def test_the_update_is_trained_minus_received_and_must_match_the_model():
     trained = {"conv.weight": np.ones((4, 3), np.float32), "conv.bias": np.ones(4, np.float32)}
     assert l2_norm(model_update(trained, RECEIVED)) == pytest.approx(4.0)
-    with pytest.raises(ValueError, match="missing conv.bias"):
+    with pytest.raises(ValueError, match=r"missing conv\.bias"):
         model_update({"conv.weight": trained["conv.weight"]}, RECEIVED)
     with pytest.raises(ValueError, match=r"'conv.bias' has shape \(5,\), expected \(4,\)"):
         model_update({**trained, "conv.bias": np.ones(5)}, RECEIVED)
 
 
-def reply_from(node_id: int, site_id: str, weights: dict[str, np.ndarray]) -> "Message":  # noqa: F821
+def reply_from(node_id: int, site_id: str, weights: dict[str, np.ndarray]) -> Message:
     metadata = Metadata(
         run_id=1,
         message_id=f"m{node_id}",
@@ -107,7 +105,7 @@ def test_the_server_guard_drops_nan_and_oversized_updates_and_logs_why(caplog):
 def test_a_site_raising_is_recorded_in_its_own_words_without_the_runtime_traceback():
     reason = (
         "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor.run()"
-        "\x1b[39m ...\n  File \"x.py\", line 1\nflwr.clientapp.client_app.ClientAppException: \n"
+        '\x1b[39m ...\n  File "x.py", line 1\nflwr.clientapp.client_app.ClientAppException: \n'
         "Exception ClientAppException occurred. Message: update guard: first 'w''>"
     )
     assert concise_reason(reason) == "update guard: first 'w'"
@@ -116,4 +114,4 @@ def test_a_site_raising_is_recorded_in_its_own_words_without_the_runtime_traceba
 
 def test_the_site_guard_sees_the_raw_update_before_dp_clipping_and_secagg_masking():
     """A reply passes the mods from last to first: guard, then clipping, then masking."""
-    assert SITE_MODS == (secure_aggregation_mod, masked_update_mod, client_dp_clipping_mod, update_guard_mod)
+    assert (secure_aggregation_mod, masked_update_mod, client_dp_clipping_mod, update_guard_mod) == SITE_MODS

@@ -27,7 +27,10 @@ def _check_haematocrit(haematocrit: float) -> None:
 
 
 def ecv_map(
-    t1_native_ms: np.ndarray, t1_post_ms: np.ndarray, blood_t1_native_ms: float, blood_t1_post_ms: float,
+    t1_native_ms: np.ndarray,
+    t1_post_ms: np.ndarray,
+    blood_t1_native_ms: float,
+    blood_t1_post_ms: float,
     haematocrit: float,
 ) -> np.ndarray:
     """Per-pixel ECV against the given blood T1s."""
@@ -49,18 +52,29 @@ def ecv_map(
 
 
 def myocardial_ecv(
-    myocardium_t1_native_ms: float, myocardium_t1_post_ms: float, blood_t1_native_ms: float,
-    blood_t1_post_ms: float, haematocrit: float,
+    myocardium_t1_native_ms: float,
+    myocardium_t1_post_ms: float,
+    blood_t1_native_ms: float,
+    blood_t1_post_ms: float,
+    haematocrit: float,
 ) -> float:
     """Scalar ECV from ROI mean T1s."""
     return float(
-        ecv_map(np.array(myocardium_t1_native_ms), np.array(myocardium_t1_post_ms),
-                blood_t1_native_ms, blood_t1_post_ms, haematocrit)
+        ecv_map(
+            np.array(myocardium_t1_native_ms),
+            np.array(myocardium_t1_post_ms),
+            blood_t1_native_ms,
+            blood_t1_post_ms,
+            haematocrit,
+        )
     )
 
 
 def ecv_from_maps(
-    t1_native_ms: np.ndarray, t1_post_ms: np.ndarray, blood_mask: np.ndarray, haematocrit: float,
+    t1_native_ms: np.ndarray,
+    t1_post_ms: np.ndarray,
+    blood_mask: np.ndarray,
+    haematocrit: float,
     myocardium_mask: np.ndarray | None = None,
 ) -> EcvResult:
     """ECV map (and myocardial ECV when a mask is given), blood T1 from ``blood_mask`` medians."""
@@ -79,5 +93,9 @@ def ecv_from_maps(
         myo = np.asarray(myocardium_mask, dtype=bool) & np.isfinite(native) & np.isfinite(post)
         if not myo.any():
             raise ValueError("the myocardium mask holds no pixel with both T1s")
-        scalar = myocardial_ecv(float(native[myo].mean()), float(post[myo].mean()), blood_native, blood_post, haematocrit)
-    return EcvResult(ecv_map=result_map, myocardial_ecv=scalar, blood_t1_native_ms=blood_native, blood_t1_post_ms=blood_post)
+        scalar = myocardial_ecv(
+            float(native[myo].mean()), float(post[myo].mean()), blood_native, blood_post, haematocrit
+        )
+    return EcvResult(
+        ecv_map=result_map, myocardial_ecv=scalar, blood_t1_native_ms=blood_native, blood_t1_post_ms=blood_post
+    )

@@ -68,22 +68,22 @@ def _grid_search(
     for index, t1_star in enumerate(grid):
         q, _ = np.linalg.qr(np.stack([np.ones(n), -np.exp(-times / t1_star)], axis=1))
         basis[index] = q.T
-    basis = basis.reshape(-1, n)
+    flat_basis = basis.reshape(-1, n)
     darkest = magnitude.argmin(axis=0)
     best_explained = np.full(magnitude.shape[1], -np.inf, dtype=np.float32)
     best_polarity = np.zeros(magnitude.shape[1], dtype=np.int64)
     best_grid = np.zeros(magnitude.shape[1], dtype=np.int64)
     values = magnitude.astype(np.float32)
     for null_index in range(n + 1):
-        pixels = np.arange(values.shape[1]) if all_polarities else np.flatnonzero(
-            np.abs(darkest + 0.5 - null_index) <= 1.5
+        pixels = (
+            np.arange(values.shape[1]) if all_polarities else np.flatnonzero(np.abs(darkest + 0.5 - null_index) <= 1.5)
         )
         if pixels.size == 0:
             continue
         signs = np.where(np.arange(n) < null_index, -1.0, 1.0).astype(np.float32)
-        operator = basis * signs[None, :]  # signs on the basis, not on the data
+        operator = flat_basis * signs[None, :]  # signs on the basis, not on the data
         for start in range(0, pixels.size, _CHUNK):
-            chosen = pixels[start:start + _CHUNK]
+            chosen = pixels[start : start + _CHUNK]
             # einsum, not @: BLAS threads on small inner dimensions stall on busy machines
             projected = np.einsum("gk,kp->gp", operator, values[:, chosen]).reshape(grid.size, 2, -1)
             explained = (projected * projected).sum(axis=1)  # (grid, pixels): least residual = most explained
@@ -124,7 +124,12 @@ def _gauss_newton(signed: np.ndarray, times: np.ndarray, a, b, t1_star, steps: i
         jacobian = np.stack([np.ones_like(e), -e, -b[None] * e * times[:, None] / t1_star[None] ** 2], axis=-1)
         jtj = np.einsum("npi,npj->pij", jacobian, jacobian)
         jtr = np.einsum("npi,np->pi", jacobian, residual)
-        jtj = jtj + damping[:, None, None] * np.eye(3)[None] * np.maximum(np.diagonal(jtj, axis1=1, axis2=2), 1e-12)[:, :, None]
+        jtj = (
+            jtj
+            + damping[:, None, None]
+            * np.eye(3)[None]
+            * np.maximum(np.diagonal(jtj, axis1=1, axis2=2), 1e-12)[:, :, None]
+        )
         try:
             delta = np.linalg.solve(jtj, jtr[..., None])[..., 0]
         except np.linalg.LinAlgError:
@@ -166,7 +171,7 @@ def fit_t1(
     data = series[order].reshape(times.size, -1)
     selected = np.ones(data.shape[1], dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
     if selected.size != data.shape[1]:
-        raise ValueError(f"mask shape {np.shape(mask)} does not match the series' frames {spatial}")
+        raise ValueError(f"mask shape {np.asarray(mask).shape} does not match the series' frames {spatial}")
     values = data[:, selected]
     grid = np.geomspace(*T1_STAR_GRID_MS, grid_points)
 
@@ -190,7 +195,8 @@ def fit_t1(
     curvature = costs[0] - 2 * costs[1] + costs[2]
     shift = np.where(
         (curvature > 0) & (left != grid_index) & (right != grid_index),
-        0.5 * (costs[0] - costs[2]) / np.where(curvature > 0, curvature, 1.0), 0.0,
+        0.5 * (costs[0] - costs[2]) / np.where(curvature > 0, curvature, 1.0),
+        0.0,
     )
     step = log_grid[1] - log_grid[0]
     t1_star = np.exp(log_grid[grid_index] + np.clip(shift, -1.0, 1.0) * step)
@@ -209,9 +215,14 @@ def fit_t1(
         return out.reshape(spatial)
 
     return T1Fit(
-        t1_ms=full(t1), a=full(a), b=full(b), t1_star_ms=full(t1_star),
-        r_squared=full(r_squared), residual_rms=full(np.sqrt(cost / times.size)),
-        null_index=full(null_index, -1, np.int64), valid=full(valid, False, bool),
+        t1_ms=full(t1),
+        a=full(a),
+        b=full(b),
+        t1_star_ms=full(t1_star),
+        r_squared=full(r_squared),
+        residual_rms=full(np.sqrt(cost / times.size)),
+        null_index=full(null_index, -1, np.int64),
+        valid=full(valid, False, bool),
     )
 
 
@@ -224,6 +235,6 @@ def _grid_search_signed(signed: np.ndarray, times: np.ndarray, grid: np.ndarray)
     operator = np.asarray(bases).reshape(-1, times.size)
     best = np.empty(signed.shape[1], dtype=np.int64)
     for start in range(0, signed.shape[1], _CHUNK):
-        projected = np.einsum("gk,kp->gp", operator, signed[:, start:start + _CHUNK]).reshape(grid.size, 2, -1)
-        best[start:start + _CHUNK] = (projected**2).sum(axis=1).argmax(axis=0)
+        projected = np.einsum("gk,kp->gp", operator, signed[:, start : start + _CHUNK]).reshape(grid.size, 2, -1)
+        best[start : start + _CHUNK] = (projected**2).sum(axis=1).argmax(axis=0)
     return best

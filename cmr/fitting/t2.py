@@ -55,7 +55,7 @@ def fit_t2(
     data_all = np.abs(series.reshape(durations.size, -1))
     selected = np.ones(data_all.shape[1], dtype=bool) if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
     if selected.size != data_all.shape[1]:
-        raise ValueError(f"mask shape {np.shape(mask)} does not match the series' frames {spatial}")
+        raise ValueError(f"mask shape {np.asarray(mask).shape} does not match the series' frames {spatial}")
     data = data_all[:, selected]
 
     grid = np.geomspace(*T2_GRID_MS, grid_points)
@@ -78,7 +78,12 @@ def fit_t2(
         residual = data - m0[None] * e
         jacobian = np.stack([e, m0[None] * e * durations[:, None] / t2[None] ** 2], axis=-1)
         jtj = np.einsum("npi,npj->pij", jacobian, jacobian)
-        jtj = jtj + damping[:, None, None] * np.eye(2)[None] * np.maximum(np.diagonal(jtj, axis1=1, axis2=2), 1e-12)[:, :, None]
+        jtj = (
+            jtj
+            + damping[:, None, None]
+            * np.eye(2)[None]
+            * np.maximum(np.diagonal(jtj, axis1=1, axis2=2), 1e-12)[:, :, None]
+        )
         jtr = np.einsum("npi,np->pi", jacobian, residual)
         delta = np.linalg.solve(jtj, jtr[..., None])[..., 0]
         trial_m0, trial_t2 = m0 + delta[:, 0], np.clip(t2 + delta[:, 1], 0.5, 5000.0)
@@ -98,6 +103,9 @@ def fit_t2(
         return out.reshape(spatial)
 
     return T2Fit(
-        t2_ms=full(t2), m0=full(m0), r_squared=full(r_squared),
-        residual_rms=full(np.sqrt(cost / durations.size)), valid=full(valid, False, bool),
+        t2_ms=full(t2),
+        m0=full(m0),
+        r_squared=full(r_squared),
+        residual_rms=full(np.sqrt(cost / durations.size)),
+        valid=full(valid, False, bool),
     )

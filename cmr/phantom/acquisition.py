@@ -96,8 +96,10 @@ def plan_acquisition(
     offset = (float(rng.uniform(-limit, limit)), float(rng.uniform(-limit, limit)))
     lv_base_centre = np.array([20.0, 15.0, -30.0]) + rng.normal(0.0, 12.0, size=3)
     image_centre = (
-        lv_base_centre + levels[0] * normal
-        - offset[0] * np.asarray(orientation[:3]) - offset[1] * np.asarray(orientation[3:])
+        lv_base_centre
+        + levels[0] * normal
+        - offset[0] * np.asarray(orientation[:3])
+        - offset[1] * np.asarray(orientation[3:])
     )
     first = (
         image_centre
@@ -112,9 +114,7 @@ def plan_acquisition(
         pixel_spacing=(pixel, pixel),
         slice_step=step,  # type: ignore[arg-type]
     )
-    positions = tuple(
-        tuple(round(v, 4) for v in geometry.slice_position(k)) for k in range(len(levels))
-    )
+    positions = tuple(tuple(round(v, 4) for v in geometry.slice_position(k)) for k in range(len(levels)))
     locations = tuple(round(float(np.dot(p, normal)), 4) for p in positions)
     ti_offset = scanner.ti_offset_ms + rng.normal(0.0, knobs.TI_CASE_JITTER_SD_MS)
     inversion_time = myocardium_null_ti_ms + float(np.clip(ti_offset, *knobs.TI_OFFSET_CLIP_MS))

@@ -74,7 +74,7 @@ TISSUE_TO_LABEL[Tissue.RV_BLOOD] = TissueLabel.RV_BLOOD_POOL
 class MyocardialPattern(Protocol):
     """Where the myocardium is scarred (see cmr.phantom.scar)."""
 
-    def thinning(self, phi: np.ndarray, z: float) -> np.ndarray:
+    def thinning(self, phi: np.ndarray, z: float) -> np.ndarray | float:
         """Fraction of the wall lost to chronic infarct thinning (0 = none)."""
         ...
 
@@ -279,9 +279,7 @@ def rv_insertion_angles(heart: HeartPlan, z: float = 0.0) -> tuple[float, float]
     return float(phi[inside].min()), float(phi[inside].max())
 
 
-def classify_plane(
-    heart: HeartPlan, scar: MyocardialPattern, x: np.ndarray, y: np.ndarray, z: float
-) -> np.ndarray:
+def classify_plane(heart: HeartPlan, scar: MyocardialPattern, x: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
     """Tissue (``Tissue`` codes, uint8) at in-plane points ``x, y`` (mm) on level ``z`` (mm)."""
     anterior, septal = anatomical_axes(heart)
     p_ant = (x * anterior[0] + y * anterior[1]).astype(np.float32)
@@ -297,9 +295,7 @@ def classify_plane(
     tissue[body] = Tissue.SUBCUTANEOUS_FAT
     under_fat = _ellipse_inside(p_sep, p_ant, cs, ca - breast / 2, width - fat, depth - fat - breast / 2)
     tissue[under_fat] = Tissue.CHEST_MUSCLE
-    thorax = _ellipse_inside(
-        p_sep, p_ant, cs, ca - breast / 2, width - fat - muscle, depth - fat - breast / 2 - muscle
-    )
+    thorax = _ellipse_inside(p_sep, p_ant, cs, ca - breast / 2, width - fat - muscle, depth - fat - breast / 2 - muscle)
     tissue[thorax] = Tissue.LUNG
 
     epicardial_radius = heart.epicardial_radius_mm
@@ -312,7 +308,11 @@ def classify_plane(
         )
         tissue[liver] = Tissue.LIVER
     aorta_radius = heart.aorta_radius_mm
-    tissue[_ellipse_inside(p_sep, p_ant, -0.25 * epicardial_radius - 6.0, -(epicardial_radius + 26.0), aorta_radius, aorta_radius)] = Tissue.AORTA
+    tissue[
+        _ellipse_inside(
+            p_sep, p_ant, -0.25 * epicardial_radius - 6.0, -(epicardial_radius + 26.0), aorta_radius, aorta_radius
+        )
+    ] = Tissue.AORTA
     tissue[_ellipse_inside(p_sep, p_ant, 12.0, -(epicardial_radius + 62.0), 17.0, 15.0)] = Tissue.SPINE
 
     # Heart: evaluated only near the LV axis.
@@ -360,7 +360,9 @@ def classify_plane(
         outside_lv = rho >= epi
         w = heart.rv_wall_mm
         f = heart.epicardial_fat_mm
-        local[outside_lv & _ellipse_inside(u_sep, u_ant, cs_rv, ca_rv, hs_rv + w + f, ha_rv + w + f)] = Tissue.EPICARDIAL_FAT
+        local[outside_lv & _ellipse_inside(u_sep, u_ant, cs_rv, ca_rv, hs_rv + w + f, ha_rv + w + f)] = (
+            Tissue.EPICARDIAL_FAT
+        )
         local[outside_lv & _ellipse_inside(u_sep, u_ant, cs_rv, ca_rv, hs_rv + w, ha_rv + w)] = Tissue.RV_WALL
         local[outside_lv & _ellipse_inside(u_sep, u_ant, cs_rv, ca_rv, hs_rv, ha_rv)] = Tissue.RV_BLOOD
 

@@ -39,7 +39,13 @@ from cmr.phantom.spec import CaseTruth, ConsortiumSpec, SiteSpec, SubgroupDiffic
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = (
-    "patient_id", "series_instance_uid", "mask_file", "ethnicity", "scar_type", "height_cm", "weight_kg",
+    "patient_id",
+    "series_instance_uid",
+    "mask_file",
+    "ethnicity",
+    "scar_type",
+    "height_cm",
+    "weight_kg",
 )
 _SITE_FOLDER = re.compile(r"site-\d{2,}")
 
@@ -93,9 +99,7 @@ def plan_sites(n_sites: int, seed: int) -> tuple[SiteSpec, ...]:
     return tuple(sites)
 
 
-def _in_harder_group(patient: Patient, difficulty: SubgroupDifficulty | None) -> bool:
-    if difficulty is None:
-        return False
+def _in_harder_group(patient: Patient, difficulty: SubgroupDifficulty) -> bool:
     value = {"sex": patient.sex, "ethnicity": patient.ethnicity, "age_band": patient.age_band}[difficulty.attribute]
     return value == difficulty.group
 
@@ -104,7 +108,8 @@ def _prepare_output(out_dir: Path) -> None:
     """Create ``out_dir``; replace an earlier phantom there, refuse to touch anything else."""
     out_dir.mkdir(parents=True, exist_ok=True)
     foreign = [
-        p.name for p in out_dir.iterdir()
+        p.name
+        for p in out_dir.iterdir()
         if not (p.name == "consortium.json" or (p.is_dir() and _SITE_FOLDER.fullmatch(p.name)))
     ]
     if foreign:
@@ -132,14 +137,23 @@ def _write_case(
     key = (seed, 2, site_index, case_index)
     scanner = site.scanner
     identity = sample_identity(
-        _rng(*key, _Stream.IDENTITY), site_index, case_index, cases_per_site, patient, *knobs.STUDY_YEARS,
+        _rng(*key, _Stream.IDENTITY),
+        site_index,
+        case_index,
+        cases_per_site,
+        patient,
+        *knobs.STUDY_YEARS,
         ethnic_group_in_dicom_fraction=knobs.ETHNIC_GROUP_IN_DICOM_FRACTION,
         ethnicity_unrecorded_fraction=knobs.ETHNICITY_UNRECORDED_FRACTION,
     )
-    harder = _in_harder_group(patient, difficulty)
-    wall_scale = difficulty.wall_thickness_scale if harder else 1.0
-    snr_scale = difficulty.snr_scale if harder else 1.0
-    contrast_scale = difficulty.scar_contrast_scale if harder else 1.0
+    harder = difficulty is not None and _in_harder_group(patient, difficulty)
+    wall_scale = snr_scale = contrast_scale = 1.0
+    if harder and difficulty is not None:
+        wall_scale, snr_scale, contrast_scale = (
+            difficulty.wall_thickness_scale,
+            difficulty.snr_scale,
+            difficulty.scar_contrast_scale,
+        )
 
     pattern = sample_scar_pattern(_rng(*key, _Stream.SCAR_PATTERN), scar_type)
     heart = sample_heart(_rng(*key, _Stream.HEART), patient, pattern, wall_scale)
@@ -163,8 +177,13 @@ def _write_case(
     table = tissue_signal_table(relaxation, acquisition.inversion_time_ms)
     signal = render_signal(heart, scar, acquisition, table)
     magnitude = render_magnitude(
-        _rng(*key, _Stream.BIAS), _rng(*key, _Stream.NOISE), signal, acquisition, table,
-        scanner.psf_sigma_px, scanner.bias_log_amplitude,
+        _rng(*key, _Stream.BIAS),
+        _rng(*key, _Stream.NOISE),
+        signal,
+        acquisition,
+        table,
+        scanner.psf_sigma_px,
+        scanner.bias_log_amplitude,
     )
     stored, slope, intercept = encode_pixels(magnitude, scanner, acquisition.receiver_gain)
 
@@ -238,9 +257,7 @@ def _manifest_text(cases: list[CaseTruth]) -> str:
     return buffer.getvalue()
 
 
-def _write_cases(
-    jobs: list[tuple], workers: int, on_case_written: Callable[[], None] | None
-) -> list[CaseTruth]:
+def _write_cases(jobs: list[tuple], workers: int, on_case_written: Callable[[], None] | None) -> list[CaseTruth]:
     """``_write_case(*job)`` for every job, in order; in ``workers`` processes when more than one.
 
     Each case draws only from its own keyed streams, so the order in which the
@@ -306,8 +323,12 @@ def generate_consortium(
         site_cases = written[site_index * cases_per_site : (site_index + 1) * cases_per_site]
         (out_dir / site.site_id / "manifest.csv").write_text(_manifest_text(site_cases))
         log.info(
-            "%s: %d cases, %s %s %.1f T", site.site_id, len(site_cases),
-            site.scanner.manufacturer, site.scanner.model, site.scanner.field_strength_t,
+            "%s: %d cases, %s %s %.1f T",
+            site.site_id,
+            len(site_cases),
+            site.scanner.manufacturer,
+            site.scanner.model,
+            site.scanner.field_strength_t,
         )
         all_cases.extend(site_cases)
     spec = ConsortiumSpec(

@@ -52,7 +52,9 @@ _ARCHETYPES = (
 )
 
 
-def site_demographics(site_index: int, rng_consortium: np.random.Generator, rng_site: np.random.Generator) -> DemographicMix:
+def site_demographics(
+    site_index: int, rng_consortium: np.random.Generator, rng_site: np.random.Generator
+) -> DemographicMix:
     """The referral population of site ``site_index`` (0-based)."""
     order = rng_consortium.permutation(3)
     if site_index < 3:
@@ -127,23 +129,20 @@ def sample_patient(rng: np.random.Generator, mix: DemographicMix) -> Patient:
     )
 
 
-def assign_scar_types(
-    rng: np.random.Generator, patients: list[Patient], fractions: dict[str, float]
-) -> list[str]:
+def assign_scar_types(rng: np.random.Generator, patients: list[Patient], fractions: dict[str, float]) -> list[str]:
     """Scar type per patient: site quotas, with infarcts going preferentially to older men."""
     n = len(patients)
-    n_ischaemic = int(round(fractions["ischaemic"] * n))
-    n_non_ischaemic = int(round(fractions["non_ischaemic"] * n))
+    n_ischaemic = round(fractions["ischaemic"] * n)
+    n_non_ischaemic = round(fractions["non_ischaemic"] * n)
     if n_ischaemic + n_non_ischaemic > n:
         n_non_ischaemic = n - n_ischaemic
     types = ["none"] * n
     weights = np.array(
-        [
-            knobs.ISCHAEMIC_OLDER_MALE_ODDS if (p.sex == "male" and p.age_years >= 55) else 1.0
-            for p in patients
-        ]
+        [knobs.ISCHAEMIC_OLDER_MALE_ODDS if (p.sex == "male" and p.age_years >= 55) else 1.0 for p in patients]
     )
-    ischaemic = rng.choice(n, size=n_ischaemic, replace=False, p=weights / weights.sum()) if n_ischaemic else []
+    ischaemic = (
+        rng.choice(n, size=n_ischaemic, replace=False, p=weights / weights.sum()) if n_ischaemic else np.empty(0, int)
+    )
     for i in ischaemic:
         types[int(i)] = "ischaemic"
     remaining = [i for i in range(n) if types[i] == "none"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, MRImageStorage
 
 from cmr.phantom import knobs
 from cmr.phantom.acquisition import Acquisition
@@ -172,7 +172,7 @@ def write_lge_series(
     start_seconds = hours * 3600 + minutes * 60 + seconds + 25 * 60  # LGE ~25 min into the study
     paths = []
     for k in range(acquisition.n_slices):
-        ds.file_meta.MediaStorageSOPInstanceUID = uids.instances[k]
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(uids.instances[k])
         ds.SOPInstanceUID = uids.instances[k]
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v, 4) for v in acquisition.slice_positions[k]]

@@ -40,8 +40,16 @@ _FAMILY = {
     "Black": ("OKAFOR", "MENSAH", "ADEYEMI", "CAMPBELL", "OKONKWO", "BOATENG", "GRANT", "ASANTE", "BROWN", "OWUSU"),
     "Asian": ("PATEL", "KHAN", "SINGH", "CHEN", "AHMED", "SHARMA", "WANG", "HUSSAIN", "BEGUM", "LI"),
 }
-_PHYSICIANS = ("HARGREAVES^ALAN^^DR", "OKORO^NNEKA^^DR", "MISTRY^KIRAN^^DR", "FENWICK^ROSALIND^^DR",
-               "LAWSON^IAN^^DR", "CHOUDHURY^SAMEERA^^DR", "BAXTER^HUGH^^DR", "NAKAMURA^KEN^^DR")
+_PHYSICIANS = (
+    "HARGREAVES^ALAN^^DR",
+    "OKORO^NNEKA^^DR",
+    "MISTRY^KIRAN^^DR",
+    "FENWICK^ROSALIND^^DR",
+    "LAWSON^IAN^^DR",
+    "CHOUDHURY^SAMEERA^^DR",
+    "BAXTER^HUGH^^DR",
+    "NAKAMURA^KEN^^DR",
+)
 _OPERATORS = ("RADIOGRAPHER^JANE", "PRICE^L", "MORGAN^T", "SHAH^R", "OBI^C", "DUNN^K", "REEVES^M")
 
 # Medical record number styles, one per site: (prefix, digits)
@@ -94,7 +102,9 @@ def sample_identity(
     ethnicity_unrecorded_fraction: float,
 ) -> HospitalIdentity:
     pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
-    name_group = patient.ethnicity if patient.ethnicity in ("White", "Black", "Asian") else pick(("White", "Black", "Asian"))
+    name_group = (
+        patient.ethnicity if patient.ethnicity in ("White", "Black", "Asian") else pick(("White", "Black", "Asian"))
+    )
     given = pick(_GIVEN[(patient.sex, name_group)])
     family = pick(_FAMILY[name_group])
     prefix, digits = _MRN_STYLES[site_index % len(_MRN_STYLES)]
@@ -107,7 +117,7 @@ def sample_identity(
     first = dt.date(first_study_year, 1, 1).toordinal()
     last = dt.date(last_study_year, 12, 31).toordinal()
     study_day = dt.date.fromordinal(int(rng.integers(first, last + 1)))
-    birth = study_day - dt.timedelta(days=int(round(patient.age_years * 365.25)) + int(rng.integers(1, 365)))
+    birth = study_day - dt.timedelta(days=round(patient.age_years * 365.25) + int(rng.integers(1, 365)))
     study_time = f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}"
 
     ethnic_group_dicom = (

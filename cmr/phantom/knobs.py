@@ -169,8 +169,15 @@ NATIVE_T1_MS = {  # (1.5 T, 3 T)
     "marrow": (450.0, 550.0),
 }
 PROTON_DENSITY = {
-    "air": 0.0, "blood": 1.0, "myocardium": 0.78, "scar": 0.85, "fat": 0.95,
-    "muscle": 0.75, "liver": 0.75, "lung": 0.12, "marrow": 0.85,
+    "air": 0.0,
+    "blood": 1.0,
+    "myocardium": 0.78,
+    "scar": 0.85,
+    "fat": 0.95,
+    "muscle": 0.75,
+    "liver": 0.75,
+    "lung": 0.12,
+    "marrow": 0.85,
 }
 BLOOD_POST_CONTRAST_T1_MS_AT_1P5T = (250.0, 350.0)  # sets ΔR1 of blood (dose, delay, renal clearance)
 RELAXIVITY_RATIO_3T = 0.85  # r1 of Gd chelates at 3 T relative to 1.5 T

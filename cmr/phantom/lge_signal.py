@@ -89,9 +89,7 @@ def tissue_signal_table(relaxation: Relaxation, ti_ms: float) -> np.ndarray:
     """Signed IR signal of every ``Tissue`` code, for lookup by a tissue map."""
     table = np.zeros(len(Tissue), dtype=np.float32)
     for tissue, material in TISSUE_MATERIAL.items():
-        table[tissue] = inversion_recovery(
-            relaxation.proton_density[material], relaxation.t1_ms[material], ti_ms
-        )
+        table[tissue] = inversion_recovery(relaxation.proton_density[material], relaxation.t1_ms[material], ti_ms)
     return table
 
 
@@ -100,8 +98,9 @@ def point_spread(signal: np.ndarray, sigma_px: float) -> np.ndarray:
     return ndimage.gaussian_filter(signal, sigma=(0.0, sigma_px, sigma_px), mode="nearest")
 
 
-def bias_field(rng: np.random.Generator, shape: tuple[int, int, int], log_amplitude: float,
-               centre_px: tuple[float, float]) -> np.ndarray:
+def bias_field(
+    rng: np.random.Generator, shape: tuple[int, int, int], log_amplitude: float, centre_px: tuple[float, float]
+) -> np.ndarray:
     """Smooth multiplicative coil/B1 field, 1 at the heart's centre, log-sd ``log_amplitude``."""
     n_slices, rows, columns = shape
     zz = np.linspace(-1.0, 1.0, n_slices)[:, None, None] if n_slices > 1 else np.zeros((1, 1, 1))

@@ -75,12 +75,12 @@ class MappingCase:
     pixel_spacing_mm: float
     attributes: dict[str, Any]
     geometry: StackGeometry = field(repr=False)  # where the slice lies (LPS), for DICOM and NIfTI
+    tissue: np.ndarray = field(repr=False)  # Tissue codes at pixel centres, motion-free
     displacement_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # per series, (frames, 2)
-    tissue: np.ndarray = field(repr=False, default=None)  # Tissue codes at pixel centres, motion-free
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.t1_native_ms.shape  # type: ignore[return-value]
+        return self.t1_native_ms.shape
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -100,7 +100,11 @@ def _slice_geometry(rng: np.random.Generator, shape: tuple[int, int], pixel: flo
     normal /= np.linalg.norm(normal)
     centre = np.array([20.0, 15.0, -30.0]) + rng.normal(0.0, 12.0, size=3)
     rows, columns = shape
-    first = centre - (columns - 1) / 2 * pixel * np.asarray(orientation[:3]) - (rows - 1) / 2 * pixel * np.asarray(orientation[3:])
+    first = (
+        centre
+        - (columns - 1) / 2 * pixel * np.asarray(orientation[:3])
+        - (rows - 1) / 2 * pixel * np.asarray(orientation[3:])
+    )
     return StackGeometry(
         image_orientation=orientation,  # type: ignore[arg-type]
         first_position=tuple(round(float(v), 4) for v in first),  # type: ignore[arg-type]
@@ -154,8 +158,14 @@ def _warp(x: np.ndarray, y: np.ndarray, displacement: np.ndarray) -> tuple[np.nd
 
 
 def _render_series(
-    heart: HeartPlan, scar: MyocardialPattern, z_mm: float, shape: tuple[int, int], pixel: float,
-    offset_mm: tuple[float, float], tables: np.ndarray, displacements: np.ndarray,
+    heart: HeartPlan,
+    scar: MyocardialPattern,
+    z_mm: float,
+    shape: tuple[int, int],
+    pixel: float,
+    offset_mm: tuple[float, float],
+    tables: np.ndarray,
+    displacements: np.ndarray,
 ) -> np.ndarray:
     """Noise-free signed signal (frames, rows, cols) with partial volume; ``tables`` is (frames, tissues)."""
     s = knobs.IN_PLANE_SUPERSAMPLING
@@ -187,7 +197,9 @@ def _tissue_arrays(examination: Examination) -> dict[str, np.ndarray]:
     return out
 
 
-def _magnitude(rng: np.random.Generator, signal: np.ndarray, coil: np.ndarray, psf_sigma: float, noise: float) -> np.ndarray:
+def _magnitude(
+    rng: np.random.Generator, signal: np.ndarray, coil: np.ndarray, psf_sigma: float, noise: float
+) -> np.ndarray:
     blurred = point_spread(signal, psf_sigma) * coil
     return rician_magnitude(rng, blurred, noise).astype(np.float32) if noise > 0 else np.abs(blurred).astype(np.float32)
 
@@ -258,8 +270,13 @@ def simulate_mapping_case(
     ):
         ti = molli_inversion_times(heart_rate_bpm, scheme)
         tables = molli_signed_signal(
-            per_tissue[t1_key], per_tissue["pd"], ti, t2_ms=per_tissue["t2"], readout=readout,
-            scheme=scheme, heart_rate_bpm=heart_rate_bpm,
+            per_tissue[t1_key],
+            per_tissue["pd"],
+            ti,
+            t2_ms=per_tissue["t2"],
+            readout=readout,
+            scheme=scheme,
+            heart_rate_bpm=heart_rate_bpm,
         )
         acquisition_ms = molli_readout_times(heart_rate_bpm, scheme)
         displacement[name] = _displacements(_rng(seed, 10 + index), acquisition_ms, motion_mm)
@@ -310,4 +327,3 @@ def simulate_mapping_case(
         displacement_mm=displacement,
         tissue=tissue,
     )
-

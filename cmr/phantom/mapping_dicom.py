@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, MRImageStorage
 
 from cmr.phantom import knobs
-from cmr.phantom.dicom_writer import IMPLEMENTATION_VERSION_NAME, _ds
 from cmr.phantom.anatomy import TISSUE_TO_LABEL
+from cmr.phantom.dicom_writer import IMPLEMENTATION_VERSION_NAME, _ds
 from cmr.phantom.identity import derive_uid
 from cmr.phantom.mapping import SLICE_THICKNESS_MM, MappingCase
 from cmr.phantom.mask_writer import write_mask
@@ -96,7 +96,7 @@ def _base_dataset(case: MappingCase, kind: str) -> Dataset:
     ds.MagneticFieldStrength = _ds(field_t, 1)
     ds.ImagingFrequency = _ds(_LARMOR_MHZ_PER_T * field_t, 5)
     ds.ImagedNucleus = "1H"
-    ds.HeartRate = str(int(round(float(attributes["heart_rate_bpm"]))))
+    ds.HeartRate = str(round(float(attributes["heart_rate_bpm"])))
     ds.PatientPosition = "HFS"
 
     ds.StudyInstanceUID = derive_uid("mapping", seed, "study")
@@ -140,7 +140,7 @@ def write_mapping_series(case: MappingCase, out_dir: Path, kind: str) -> list[Pa
     paths = []
     for k, (image, time_ms) in enumerate(zip(stored, times)):
         uid = derive_uid("mapping", seed, kind, "instance", k)
-        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
         ds.SOPInstanceUID = uid
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = k + 1

@@ -61,8 +61,15 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
     "GE": VendorProfile(
         vendor="GE",
         manufacturers=("GE MEDICAL SYSTEMS", "GE Healthcare", "GE MEDICAL SYSTEMS"),
-        models={1.5: ("SIGNA Artist", "Optima MR450w", "SIGNA Explorer"), 3.0: ("SIGNA Premier", "DISCOVERY MR750", "SIGNA Architect")},
-        software_versions=("27\\LX\\MR Software release:RX27.0_R04", "29\\LX\\MR Software release:MR29.1_EA", "DV26.0_R03"),
+        models={
+            1.5: ("SIGNA Artist", "Optima MR450w", "SIGNA Explorer"),
+            3.0: ("SIGNA Premier", "DISCOVERY MR750", "SIGNA Architect"),
+        },
+        software_versions=(
+            "27\\LX\\MR Software release:RX27.0_R04",
+            "29\\LX\\MR Software release:MR29.1_EA",
+            "DV26.0_R03",
+        ),
         series_descriptions=("DE_SAX", "MDE SAX", "2D MDE SAX"),
         image_type=("ORIGINAL", "PRIMARY", "OTHER"),
         scanning_sequence="GR\\IR",
@@ -79,7 +86,10 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
     "Philips": VendorProfile(
         vendor="Philips",
         manufacturers=("Philips Medical Systems", "Philips", "Philips Healthcare"),
-        models={1.5: ("Ingenia", "Achieva", "Ingenia Ambition"), 3.0: ("Ingenia", "Achieva dStream", "Ingenia Elition X")},
+        models={
+            1.5: ("Ingenia", "Achieva", "Ingenia Ambition"),
+            3.0: ("Ingenia", "Achieva dStream", "Ingenia Elition X"),
+        },
         software_versions=("5.4.1\\5.4.1.1", "5.7.1\\5.7.1.2", "3.2.3\\3.2.3.2"),
         series_descriptions=("LGE SAX", "SAX_IR_TFE", "PSIR_SAX_M"),
         image_type=("ORIGINAL", "PRIMARY", "M_IR", "M", "IR"),
@@ -115,7 +125,9 @@ VENDOR_PROFILES: dict[str, VendorProfile] = {
 }
 
 
-def site_vendor_and_field(site_index: int, rng_consortium: np.random.Generator, rng_site: np.random.Generator) -> tuple[str, float]:
+def site_vendor_and_field(
+    site_index: int, rng_consortium: np.random.Generator, rng_site: np.random.Generator
+) -> tuple[str, float]:
     """Sites 1-4 cover all four vendors; sites 1-2 (and so any three) cover both field strengths."""
     vendor_order = rng_consortium.permutation(len(VENDORS))
     first_field = 1.5 if rng_consortium.random() < 0.5 else 3.0
@@ -139,9 +151,7 @@ def sample_scanner(rng: np.random.Generator, site_index: int, vendor: str, field
         rows = columns = knobs.MATRIX[1]
     slice_thickness = float(rng.choice(knobs.SLICE_THICKNESS_CHOICES_MM))
     slice_gap = (
-        float(rng.choice(knobs.SLICE_GAP_CHOICES_MM))
-        if slice_thickness < knobs.NO_SLICE_GAP_FROM_THICKNESS_MM
-        else 0.0
+        float(rng.choice(knobs.SLICE_GAP_CHOICES_MM)) if slice_thickness < knobs.NO_SLICE_GAP_FROM_THICKNESS_MM else 0.0
     )
     if rng.random() < knobs.TI_TOO_SHORT_FRACTION:
         ti_offset = -float(rng.uniform(*knobs.TI_TOO_SHORT_MS))

@@ -25,6 +25,7 @@ from cmr.phantom.anatomy import HeartPlan, rv_insertion_angles
 ISCHAEMIC_TERRITORIES = ("LAD", "RCA", "LCx")
 NON_ISCHAEMIC_PHENOTYPES = ("hcm", "dcm_midwall", "myocarditis")
 
+
 def _wrap(angle: np.ndarray) -> np.ndarray:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
@@ -138,8 +139,14 @@ def sample_scar(
     if pattern not in NON_ISCHAEMIC_PHENOTYPES:
         raise ValueError(f"scar pattern: unknown {pattern!r}")
 
-    def patch(centre_deg: float, half_width_deg: tuple[float, float], z_fraction: tuple[float, float],
-              half_length_mm: tuple[float, float], depth: float, half_depth: tuple[float, float]):
+    def patch(
+        centre_deg: float,
+        half_width_deg: tuple[float, float],
+        z_fraction: tuple[float, float],
+        half_length_mm: tuple[float, float],
+        depth: float,
+        half_depth: tuple[float, float],
+    ):
         return (
             float(np.deg2rad(centre_deg)),
             float(np.deg2rad(rng.uniform(*half_width_deg)) * size_boost),
@@ -159,7 +166,9 @@ def sample_scar(
             patches.append(patch(rvip + rng.normal(0.0, 5.0), width, z_range, length_range, depth, depth_range))
         centre, spread, z_range, depth, depth_range = knobs.HCM_SEPTAL_PATCH
         for _ in range(max(1, n_patches - 2)):
-            patches.append(patch(centre + rng.normal(0.0, spread), half_width, z_range, half_length, depth, depth_range))
+            patches.append(
+                patch(centre + rng.normal(0.0, spread), half_width, z_range, half_length, depth, depth_range)
+            )
     elif pattern == "dcm_midwall":
         centre, spread, width, z_range, length_range, depth, depth_range = knobs.DCM_STRIPE
         for _ in range(max(1, n_patches // 2)):

@@ -38,8 +38,7 @@ class SubgroupDifficulty:
     def __post_init__(self) -> None:
         if self.attribute not in SUBGROUP_ATTRIBUTES:
             raise ValueError(
-                f"subgroup_difficulty.attribute: expected one of {SUBGROUP_ATTRIBUTES},"
-                f" got {self.attribute!r}"
+                f"subgroup_difficulty.attribute: expected one of {SUBGROUP_ATTRIBUTES}, got {self.attribute!r}"
             )
         vocabulary = {"sex": SEXES, "ethnicity": ETHNICITIES, "age_band": AGE_BANDS}[self.attribute]
         if self.group not in vocabulary:

@@ -103,7 +103,10 @@ class _Timeline:
 
 
 def _timeline(
-    heart_rate_bpm: float, scheme: str, first_ti_ms: float, ti_increment_ms: float,
+    heart_rate_bpm: float,
+    scheme: str,
+    first_ti_ms: float,
+    ti_increment_ms: float,
     readout: BssfpReadout | None = None,
 ) -> _Timeline:
     if not 20.0 <= heart_rate_bpm <= 220.0:
@@ -231,8 +234,8 @@ def molli_signed_signal(
     readout = BssfpReadout() if readout is None else readout
 
     if isinstance(readout, ApparentReadout):
-        rate = 1.0 / t1 - math.log(math.cos(np.deg2rad(readout.flip_angle_deg))) / readout.interval_ms
-        t1_star = 1.0 / rate
+        relaxation_rate = 1.0 / t1 - math.log(math.cos(np.deg2rad(readout.flip_angle_deg))) / readout.interval_ms
+        t1_star = 1.0 / relaxation_rate
         a = m0_array * t1_star / t1
         b = a + m0_array  # so that T1*(B/A − 1) = T1 exactly
         return a[None] - b[None] * np.exp(-times.reshape(-1, *([1] * t1.ndim)) / t1_star[None])
@@ -245,9 +248,7 @@ def molli_signed_signal(
     if scheme is None:
         scheme = _scheme_from_times(times)
     timeline = _timeline(rate, scheme, first_ti, increment, readout)
-    if timeline.inversion_times_ms.size != times.size or not np.allclose(
-        timeline.inversion_times_ms, times, atol=1.0
-    ):
+    if timeline.inversion_times_ms.size != times.size or not np.allclose(timeline.inversion_times_ms, times, atol=1.0):
         raise ValueError(
             f"inversion times {np.round(times, 1).tolist()} do not match MOLLI {scheme} at {rate:.1f} bpm"
             f" ({np.round(timeline.inversion_times_ms, 1).tolist()}); pass scheme= and heart_rate_bpm="
@@ -283,7 +284,12 @@ def molli_signal(
     """
     return np.abs(
         molli_signed_signal(
-            t1_ms, m0, inversion_times_ms, t2_ms=t2_ms, readout=readout,
-            scheme=scheme, heart_rate_bpm=heart_rate_bpm,
+            t1_ms,
+            m0,
+            inversion_times_ms,
+            t2_ms=t2_ms,
+            readout=readout,
+            scheme=scheme,
+            heart_rate_bpm=heart_rate_bpm,
         )
     )

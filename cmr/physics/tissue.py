@@ -112,7 +112,9 @@ def sample_examination(
     if contrast_agent not in RELAXIVITY_PER_MM_S:
         raise ValueError(f"contrast_agent: expected one of {tuple(RELAXIVITY_PER_MM_S)}, got {contrast_agent!r}")
     if haematocrit is None:
-        haematocrit = float(np.clip(rng.normal(knobs.HAEMATOCRIT_MEAN[sex], knobs.HAEMATOCRIT_SD), *knobs.HAEMATOCRIT_CLIP))
+        haematocrit = float(
+            np.clip(rng.normal(knobs.HAEMATOCRIT_MEAN[sex], knobs.HAEMATOCRIT_SD), *knobs.HAEMATOCRIT_CLIP)
+        )
     elif not 0.15 <= haematocrit <= 0.65:
         raise ValueError(f"haematocrit: expected a fraction within 0.15-0.65, got {haematocrit}")
     plasma_gd = float(rng.uniform(*PLASMA_GD_MM))
@@ -126,8 +128,15 @@ def sample_examination(
     ecv_scar = ecv_draw("scar_ischaemic" if scar_type == "ischaemic" else "scar_non_ischaemic")
     ecv_scar = min(max(ecv_scar, ecv_myocardium + knobs.SCAR_MIN_ECV_EXCESS), 0.9)
     ecv = {
-        "air": 0.0, "fat": 0.0, "blood": blood_ecv(haematocrit), "myocardium": ecv_myocardium, "scar": ecv_scar,
-        "muscle": ecv_draw("muscle"), "liver": ecv_draw("liver"), "lung": ecv_draw("lung"), "marrow": ecv_draw("marrow"),
+        "air": 0.0,
+        "fat": 0.0,
+        "blood": blood_ecv(haematocrit),
+        "myocardium": ecv_myocardium,
+        "scar": ecv_scar,
+        "muscle": ecv_draw("muscle"),
+        "liver": ecv_draw("liver"),
+        "lung": ecv_draw("lung"),
+        "marrow": ecv_draw("marrow"),
     }
 
     offset = VENDOR_NATIVE_T1_OFFSET_MS[vendor]
@@ -145,10 +154,18 @@ def sample_examination(
             t1 = 1.0 / r1
         post = t1 if material == "air" else float(post_contrast_t1_ms(t1, ecv[material], plasma_gd, relaxivity))
         tissues[material] = TissueRelaxation(
-            t1_native_ms=float(t1), t2_ms=float(max(t2, 1.0)), proton_density=knobs.PROTON_DENSITY[material],
-            ecv=float(ecv[material]), t1_post_ms=float(post),
+            t1_native_ms=float(t1),
+            t2_ms=float(max(t2, 1.0)),
+            proton_density=knobs.PROTON_DENSITY[material],
+            ecv=float(ecv[material]),
+            t1_post_ms=float(post),
         )
     return Examination(
-        field_strength=field_strength, vendor=vendor, haematocrit=float(haematocrit),
-        contrast_agent=contrast_agent, plasma_gd_mm=plasma_gd, relaxivity_per_mm_s=relaxivity, tissues=tissues,
+        field_strength=field_strength,
+        vendor=vendor,
+        haematocrit=float(haematocrit),
+        contrast_agent=contrast_agent,
+        plasma_gd_mm=plasma_gd,
+        relaxivity_per_mm_s=relaxivity,
+        tissues=tissues,
     )

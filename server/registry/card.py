@@ -21,6 +21,7 @@ import torch
 
 from server.registry.signing import WEIGHTS_FILE, file_sha256
 from tasks import get_task
+from tasks.base import Task
 
 CARD_FORMAT = "cmrfl-model-card/1"
 SOFTWARE = ("cmrfl", "torch", "monai", "flwr", "opacus", "numpy", "pydicom", "mlflow")
@@ -57,37 +58,10 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def _network(task_name: str, weights_path: Path) -> dict[str, Any]:
-    task = get_task(task_name)
+def _network(task: Task, weights_path: Path) -> dict[str, Any]:
     checkpoint = torch.load(weights_path, map_location="cpu", weights_only=True)
     parameters = sum(int(t.numel()) for t in checkpoint["state_dict"].values())
-    network: dict[str, Any] = {"parameters": parameters, "weights_file": WEIGHTS_FILE}
-    if task_name == "lge":
-        network |= {
-            "architecture": "MONAI UNet, 2D, instance norm, LeakyReLU (tasks/lge/network.py)",
-            "channels": list(task.channels),
-            "num_res_units": task.num_res_units,
-            "in_channels": 1,
-            "out_classes": ["background", "healthy myocardium", "scar"],
-        }
-    return network
-
-
-def _input_spec(task_name: str) -> dict[str, Any]:
-    if task_name != "lge":
-        return {"task": task_name}
-    geometry = get_task(task_name).geometry
-    return {
-        "modality": "short-axis late gadolinium enhancement (LGE) cardiac MR, magnitude",
-        "series": "one DICOM series (a stack of parallel slices), any vendor",
-        "preprocessing": "per-stack intensity scaled from its 1st-99th percentile to 0-1; "
-        f"in-plane resampling to {geometry.pixel_spacing_mm} mm; centre crop or pad to "
-        f"{geometry.roi_size[0]}x{geometry.roi_size[1]} pixels",
-        "pixel_spacing_mm": geometry.pixel_spacing_mm,
-        "roi_size": list(geometry.roi_size),
-        "output": "label map on the series' own grid: 0 background, 2 healthy myocardium, 3 scar; "
-        "scar burden = scar / (healthy myocardium + scar) volume, in %",
-    }
+    return {"parameters": parameters, "weights_file": WEIGHTS_FILE, **task.describe_model().network}
 
 
 def _sites(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,14 +154,15 @@ def build_model_card(run_dir: Path, model_name: str, tracking_run_id: str | None
     summary = read_summary(run_dir)
     weights = run_dir / WEIGHTS_FILE
     run_config = summary.get("run_config", {})
+    task = get_task(summary["task"])
     return {
         "format": CARD_FORMAT,
         "model_name": model_name,
         "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "task": {"name": summary["task"], "description": _task_description(summary["task"])},
-        "network": _network(summary["task"], weights),
+        "task": {"name": task.name, "description": task.description, "headline": dict(task.headline_labels)},
+        "network": _network(task, weights),
         "weights": {"file": WEIGHTS_FILE, "sha256": file_sha256(weights), "bytes": weights.stat().st_size},
-        "input": _input_spec(summary["task"]),
+        "input": task.describe_model().input,
         "training": {
             "rounds": summary["rounds"],
             "strategy": summary["strategy"],
@@ -207,12 +182,6 @@ def build_model_card(run_dir: Path, model_name: str, tracking_run_id: str | None
     }
 
 
-def _task_description(task_name: str) -> str:
-    if task_name == "lge":
-        return "Segment healthy myocardium and scar in short-axis LGE cardiac MR; report scar burden"
-    return task_name
-
-
 def write_model_card(card: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     from server.registry.signing import CARD_FILE, CARD_MARKDOWN_FILE
 
@@ -230,6 +199,9 @@ def _number(value: Any, digits: int = 3) -> str:
 def card_markdown(card: dict[str, Any]) -> str:
     """The card for people: the same facts as the JSON, in reading order."""
     training, privacy, fairness = card["training"], card["privacy"], card["fairness"]
+    # The task's headline figures (summary.json key -> column title), as the card recorded them.
+    overall = card["performance"].get("overall", {})
+    columns = card["task"].get("headline") or {k: k.replace("_", " ") for k in overall if k != "cases_evaluated"}
     lines = [
         f"# Model card: {card['model_name']}",
         "",
@@ -253,15 +225,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Performance of the final model (sites' validation cases)",
         "",
-        "| site | cases | Dice myocardium | Dice scar | scar burden error (% points) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| site | cases | " + " | ".join(columns.values()) + " |",
+        "| --- | ---: |" + " ---: |" * len(columns),
     ]
     rows = {**card["performance"].get("per_site", {}), "all sites": card["performance"].get("overall", {})}
     for site, m in rows.items():
-        lines.append(
-            f"| {site} | {m.get('cases_evaluated', 0)} | {_number(m.get('dice_myocardium'))} | "
-            f"{_number(m.get('dice_scar'))} | {_number(m.get('scar_burden_abs_error_percent'))} |"
-        )
+        figures = " | ".join(_number(m.get(key)) for key in columns)
+        lines.append(f"| {site} | {m.get('cases_evaluated', 0)} | {figures} |")
     epsilon = privacy["epsilon_per_site"]
     lines += [
         "",

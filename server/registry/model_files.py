@@ -13,8 +13,9 @@ from server.registry.card import build_model_card, write_model_card
 from server.registry.signing import WEIGHTS_FILE, load_signing_key, sign_model_files
 
 
-def write_signed_model(run_dir: Path, model_name: str, signing_key_path: Path, folder: Path,
-                       tracking_run_id: str | None = None) -> Path:
+def write_signed_model(
+    run_dir: Path, model_name: str, signing_key_path: Path, folder: Path, tracking_run_id: str | None = None
+) -> Path:
     """Weights, card (JSON, Markdown) and signature of ``run_dir``'s final model into ``folder``."""
     key = load_signing_key(signing_key_path)  # first: a bad key fails before any work
     card = build_model_card(run_dir, model_name, tracking_run_id)

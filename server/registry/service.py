@@ -81,14 +81,23 @@ def server_command(settings: RegistrySettings, admin_password: str | None = None
         )
     auth_config = write_auth_config(settings)
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--app-name", "basic-auth",
-        "--host", settings.host,
-        "--port", str(settings.port),
-        "--backend-store-uri", settings.resolved_backend_store_uri(),
-        "--artifacts-destination", settings.resolved_artifacts_destination(),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--backend-store-uri",
+        settings.resolved_backend_store_uri(),
+        "--artifacts-destination",
+        settings.resolved_artifacts_destination(),
         "--serve-artifacts",
-        "--workers", str(settings.workers),
+        "--workers",
+        str(settings.workers),
         # Workspaces: creating experiments or registered models then needs a workspace-wide
         # grant, which site accounts never get; without it any account could create its own.
         "--enable-workspaces",

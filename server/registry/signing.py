@@ -95,8 +95,12 @@ class ModelSignature:
 def sign_model_files(folder: Path, key: Ed25519PrivateKey) -> Path:
     """Sign ``folder``'s weights, card and card text; writes and returns the signature file."""
     folder = Path(folder)
-    hashes = [file_sha256(folder / name) for name in (WEIGHTS_FILE, CARD_FILE, CARD_MARKDOWN_FILE)]
-    signature = ModelSignature(*hashes, key.sign(signed_bytes(*hashes)), public_key_sha256(key))
+    weights, card, card_markdown = (
+        file_sha256(folder / name) for name in (WEIGHTS_FILE, CARD_FILE, CARD_MARKDOWN_FILE)
+    )
+    signature = ModelSignature(
+        weights, card, card_markdown, key.sign(signed_bytes(weights, card, card_markdown)), public_key_sha256(key)
+    )
     path = folder / SIGNATURE_FILE
     path.write_text(signature.to_json() + "\n")
     return path

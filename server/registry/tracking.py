@@ -97,7 +97,8 @@ def log_run_dir(
     # MLflow 3's UI opens unknown experiments in its GenAI view; this one is model training.
     client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     tags = {
-        "mlflow.runName": run_name or (
+        "mlflow.runName": run_name
+        or (
             f"{summary['task']} {summary['strategy']}, {summary['rounds']} rounds "
             f"({run_dir.resolve().parent.name}/{run_dir.resolve().name})"
         ),

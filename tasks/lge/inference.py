@@ -19,16 +19,9 @@ from monai.transforms import Invertd
 
 from tasks.lge.classes import NUM_CLASSES, class_to_tissue
 from tasks.lge.data import IMAGE, SliceGeometry, case_dict, preprocessing
+from tasks.training import autocast_for
 
 PREDICTION = "prediction"
-
-
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); plain fp32 elsewhere."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
 
 
 @torch.no_grad()

@@ -10,23 +10,35 @@ validation series on its own grid, without added motion, and scores it per study
 
 from __future__ import annotations
 
-import logging
-import math
+import json
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cmr.mapping_store import NATIVE, POST_CONTRAST, T1MappingCase, t1_mapping_cases
+from cmr.series_kinds import SeriesKind
 from cmr.store import CaseStore
-from tasks.base import CaseRecord, Evaluation, TrainOutcome, TrainSettings, patient_keys, validation_case_ids
-from tasks.lge.task import proximal_term
+from fairness.spec import AuditSpec
+from tasks.base import (
+    CaseRecord,
+    DemoRecipe,
+    Evaluation,
+    ModelDescription,
+    Prediction,
+    Task,
+    TrainingExamples,
+    patient_keys,
+    validation_case_ids,
+)
+from tasks.mapping.audit import MAPPING_AUDIT_SPEC
+from tasks.mapping.demo import generate_mapping_hospitals
 from tasks.mapping.data import (
     DEFAULT_MAX_FRAMES,
     SeriesTrainingSet,
@@ -39,9 +51,8 @@ from tasks.mapping.inference import t1_map_ms
 from tasks.mapping.loss import WeightedL1Loss
 from tasks.mapping.metrics import METRIC_NAMES, SUMMARY_METRICS, nan_mean, study_metrics
 from tasks.mapping.network import build_mapping_unet, size_multiple
-from tasks.sampling import GROUP_BALANCED, group_balanced_sampler
 
-log = logging.getLogger(__name__)
+T1_MAP_FILE = "t1.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,27 @@ class PreparedSeries:
 
 
 @dataclass
-class MotionRobustT1Mapping:
+class MotionRobustT1Mapping(Task):
     """Map T1 from a MOLLI series under motion; score myocardial and blood T1 and ECV per study."""
 
-    name: str = "mapping"
-    metric_names: tuple[str, ...] = METRIC_NAMES
-    summary_metrics: tuple[str, ...] = SUMMARY_METRICS  # what heads a run's metrics.csv and summary.json
+    name: ClassVar[str] = "mapping"
+    description: ClassVar[str] = (
+        "Map native and post-contrast myocardial T1 from MOLLI source images, robust to motion between frames"
+    )
+    series_kinds: ClassVar[tuple[str, ...]] = (SeriesKind.MOLLI,)
+    metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
+    audit_spec: ClassVar[AuditSpec | None] = MAPPING_AUDIT_SPEC
+    demo: ClassVar[DemoRecipe | None] = DemoRecipe(
+        generate=generate_mapping_hospitals,
+        # 16 examinations a hospital (native and post-contrast MOLLI each): about 4
+        # validation studies per site; 5 rounds. The demo's own measured time and errors
+        # are in docs/mapping-network.md.
+        cases_per_site=16,
+        rounds=5,
+        model_name="t1-mapping",
+        run_config={"batch-size": 4, "learning-rate": 0.003, "max-local-steps": 40, "local-epochs": 20},
+    )
+
     validation_fraction: float = 0.25
     max_frames: int = DEFAULT_MAX_FRAMES
     channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -85,10 +111,6 @@ class MotionRobustT1Mapping:
         chosen = validation_case_ids(studies, self.validation_fraction)
         return [s for s in series if s.case.study not in chosen], [s for s in series if s.case.study in chosen]
 
-    def training_patients(self, store: CaseStore) -> int:
-        training, _ = self.split(store)
-        return len(set(patient_keys(store, (s.case.entry for s in training)).values()))
-
     def training_set(
         self, series: Sequence[PreparedSeries], groups: Sequence[Sequence[int]], seed: int
     ) -> SeriesTrainingSet:
@@ -104,96 +126,29 @@ class MotionRobustT1Mapping:
             self.motion_probability,
         )
 
-    def training_loader(self, series: Sequence[PreparedSeries], settings: TrainSettings, device: torch.device) -> DataLoader:
-        """Shuffled series, or drawn group-balanced by an attribute (tasks/sampling.py)."""
-        generator = torch.Generator().manual_seed(settings.seed)
-        order: dict = {"shuffle": True, "generator": generator}
-        if settings.fairness_mitigation == GROUP_BALANCED:
-            groups = [s.case.entry.attributes.as_dict()[settings.balance_attribute] for s in series]
-            order = {"sampler": group_balanced_sampler(groups, generator)}
-        dataset = self.training_set(series, [[i] for i in range(len(series))], settings.seed)
-        return DataLoader(dataset, batch_size=settings.batch_size, num_workers=0, pin_memory=device.type == "cuda", **order)
+    # ---------------------------------------------------------------- training (tasks.training runs it)
 
-    # ---------------------------------------------------------------- training
-
-    def train(
-        self,
-        model: torch.nn.Module,
-        store: CaseStore,
-        settings: TrainSettings,
-        device: torch.device,
-    ) -> TrainOutcome:
-        """Local training; with ``settings.privacy``, DP-SGD over patients (see privacy.dp_sgd)."""
-        started = time.perf_counter()
+    def training_examples(self, store: CaseStore, seed: int) -> TrainingExamples:
+        """Every training series, moved by synthetic motion as drawn."""
         training, _ = self.split(store)
-        plan = settings.privacy
-        if not training or (plan is not None and plan.steps == 0):
-            log.warning("no T1-mapping training series in %s: nothing to train", store.root)
-            return TrainOutcome(len(training), 0, 0, math.nan, time.perf_counter() - started)
-
-        model.to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-        global_weights = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-        private = None
-        epochs, max_steps = settings.local_epochs, settings.max_steps
-        if plan is None:
-            loader = self.training_loader(training, settings, device)
-            loss_function: torch.nn.Module = WeightedL1Loss()
-        else:
-            from privacy.dp_sgd import make_private
-
-            patients = patient_keys(store, (s.case.entry for s in training))
-            patient_set = self.training_set(
-                training, groups_by([patients[s.case.entry.case_id] for s in training]), settings.seed
-            )
-            private = make_private(
-                model,
-                optimizer,
-                DataLoader(patient_set, batch_size=settings.batch_size, num_workers=0),
-                WeightedL1Loss(),
-                plan,
-                data_independent_penalty=(
-                    (lambda local=model: proximal_term(local, global_weights, settings.proximal_mu))
-                    if settings.proximal_mu > 0
-                    else None
-                ),
-            )
-            model, optimizer, loader, loss_function = private.module, private.optimizer, private.data_loader, private.criterion
-            epochs, max_steps = math.ceil(plan.steps / plan.steps_per_epoch), plan.steps
-
-        steps, seen, loss_total, loss_steps = 0, 0, 0.0, 0
-        try:
-            for inputs, targets in _batches(loader, epochs, max_steps):
-                optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                if private is not None and inputs.shape[0] == 0:  # Poisson sampling drew nobody
-                    private.noise_only_step()
-                    continue
-                inputs, targets = inputs.to(device), targets.to(device)
-                data_loss = loss_function(model(inputs), targets)
-                loss = data_loss
-                if settings.proximal_mu > 0 and private is None:
-                    loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
-                loss.backward()
-                optimizer.step()
-                seen += inputs.shape[0]
-                loss_total += float(data_loss.detach())
-                loss_steps += 1
-            if private is not None and not private.accounted_steps == steps == plan.steps:
-                raise RuntimeError(
-                    f"DP-SGD planned {plan.steps} steps, took {steps}, Opacus accounted {private.accounted_steps}"
-                )
-        finally:
-            if private is not None:
-                private.close()
-        seconds = time.perf_counter() - started
-        mean_loss = loss_total / loss_steps if loss_steps else math.nan
-        log.info(
-            "trained %d steps%s on %d MOLLI series, mean loss %.4f (×%g ms), %.1f series/s",
-            steps, " with DP-SGD" if private is not None else "", len(training),
-            mean_loss, T1_SCALE_MS, seen / max(seconds, 1e-9),
+        return TrainingExamples(
+            self.training_set(training, [[i] for i in range(len(training))], seed),
+            [s.case.entry.attributes.as_dict() for s in training],
+            f"{len(training)} MOLLI series",
         )
-        return TrainOutcome(len(training), seen, steps, mean_loss, seconds)
+
+    def patient_examples(self, store: CaseStore, seed: int = 0) -> SeriesTrainingSet:
+        """One item per patient: each draw is one of the patient's training series."""
+        training, _ = self.split(store)
+        patients = patient_keys(store, (s.case.entry for s in training))
+        return self.training_set(training, groups_by([patients[s.case.entry.case_id] for s in training]), seed)
+
+    def training_patients(self, store: CaseStore) -> int:
+        training, _ = self.split(store)
+        return len(set(patient_keys(store, (s.case.entry for s in training)).values()))
+
+    def loss(self) -> torch.nn.Module:
+        return WeightedL1Loss()
 
     # ---------------------------------------------------------------- evaluation
 
@@ -232,14 +187,49 @@ class MotionRobustT1Mapping:
         return Evaluation(records=records, summary=summary, num_examples=len(records))
 
 
-def _batches(loader: DataLoader, epochs: int, max_steps: int) -> Iterator:
-    steps = 0
-    for _ in range(epochs):
-        for batch in loader:
-            if max_steps and steps >= max_steps:
-                return
-            steps += 1
-            yield batch
+    # ---------------------------------------------------------------- outputs, model card, inference
+
+    @property
+    def headline(self) -> Mapping[str, str]:
+        return {name: name for name in SUMMARY_METRICS}
+
+    def describe_model(self) -> ModelDescription:
+        return ModelDescription(
+            network={
+                "architecture": "MONAI UNet, 2D, no normalisation, LeakyReLU (tasks/mapping/network.py)",
+                "max_frames": self.max_frames,
+                "channels": list(self.channels),
+            },
+            input={
+                "modality": "MOLLI source images (native or post-contrast), one slice",
+                "series": "one DICOM series: the frames with their InversionTime, any order, any vendor",
+                "output": "T1 map in ms on the series' own grid (NIfTI)",
+            },
+        )
+
+    def with_network(self, network: Mapping[str, Any]) -> MotionRobustT1Mapping:
+        if "channels" not in network:
+            return self
+        return replace(self, max_frames=int(network.get("max_frames", self.max_frames)),
+                       channels=tuple(int(c) for c in network["channels"]))
+
+    def predict(
+        self, model: torch.nn.Module, series_dir: Path, out_dir: Path, device: torch.device,
+        provenance: Mapping[str, Any],
+    ) -> Prediction:
+        """T1 map (ms) of one MOLLI series, written as NIfTI on the series' grid."""
+        from cmr.mapping_series import read_mapping_series
+        from cmr.parametric_map import write_parametric_map
+
+        series = read_mapping_series(series_dir, "t1")
+        t1 = self.t1_map_ms(model, series.frames, series.times_ms, device)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / T1_MAP_FILE
+        write_parametric_map(path, t1, series.geometry)
+        summary = {"t1_map": T1_MAP_FILE, "frames": int(series.frames.shape[0]), "model": dict(provenance)}
+        result = out_dir / "t1-map.json"
+        result.write_text(json.dumps(summary, indent=2) + "\n")
+        return Prediction({"t1_map": path, "result": result}, summary, (f"T1 map of {series_dir}",))
 
 
 class _PreparedCache:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -27,23 +27,33 @@ from flwr.simulation import run_simulation
 
 import tasks
 from client.mods import SITE_MODS
+from tasks.base import Task
 
 TOY_ARRAYS = 4  # a toy model is this many arrays of (about) equal size
 NO_SITE = -1
 TOY_TASK = "toy"  # run config ``task`` of a toy run
 
 
-class ToyTask:
-    """All the ServerApp asks of a task by name: the metrics at the head of its outputs.
+class ToyTask(Task):
+    """What the ServerApp asks of a toy run's task: the figures at the head of its outputs.
 
-    Toy sites neither train nor segment; their evaluation reports a loss only, so the
-    run's metrics.csv, plot and summary headline carry that loss.
+    Toy sites neither train nor segment (the toy ClientApp answers for them); their
+    evaluation reports a loss only, so the run's metrics.csv, plot and summary headline
+    carry that loss. The server never builds its model: toy runs start from ``toy_model``.
     """
 
-    summary_metrics = ("loss",)
+    name: ClassVar[str] = TOY_TASK
+    description: ClassVar[str] = "A toy model whose updates are random, for the protocol's tests"
+    series_kinds: ClassVar[tuple[str, ...]] = ()
+    metric_names: ClassVar[tuple[str, ...]] = ("loss",)
+
+    def _answered_by_the_toy_client_app(self, *_: Any) -> Any:
+        raise RuntimeError("toy sites are answered by the toy ClientApp; the task itself never runs")
+
+    build_model = training_examples = patient_examples = loss = evaluate = _answered_by_the_toy_client_app  # type: ignore[assignment]
 
 
-tasks.register(TOY_TASK, ToyTask)  # type: ignore[arg-type]  # the sites never build it: ToyClientApp answers
+tasks.register(TOY_TASK, ToyTask)
 
 
 @dataclass(frozen=True)
