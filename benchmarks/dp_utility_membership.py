@@ -65,7 +65,7 @@ from benchmarks._common import make_sites, save
 from cmr.store import CaseStore
 from cmrfl.simulation import run_simulated_federation
 from privacy.ledger import TRAINED, PrivacyLedger
-from tasks import get_task
+from tasks.lge import LgeScarSegmentation
 from tasks.lge.data import PreprocessedCase
 from tasks.lge.inference import slice_logits
 from tasks.lge.loss import per_slice_segmentation_loss, segmentation_loss
@@ -455,7 +455,7 @@ def main() -> None:
     args = parser.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",") if e.strip()]
     sigmas = [float(s) for s in args.noise_multipliers.split(",") if s.strip()]
-    task = get_task("lge")
+    task = LgeScarSegmentation()
     delta = 1e-5  # the run config's dp-sgd-delta default (pyproject.toml)
 
     started = time.perf_counter()

@@ -117,8 +117,8 @@ def evaluate_consortium(job: tuple) -> dict:
     """Generate one consortium, ingest it, score every case with the fixed model."""
     seed, gap, args, state_dict = job
     from cmr.store import CaseStore
-    from tasks import get_task
     from tasks.base import validation_case_ids
+    from tasks.lge import LgeScarSegmentation
 
     torch.set_num_threads(1 if args.workers > 1 else torch.get_num_threads())
     difficulty = (
@@ -132,7 +132,7 @@ def evaluate_consortium(job: tuple) -> dict:
         if gap
         else None
     )
-    base = get_task("lge")
+    base = LgeScarSegmentation()
     everything = dataclasses.replace(base, validation_fraction=1.0)  # a held-out model: score every case
     model = base.build_model()
     model.load_state_dict(state_dict)

@@ -81,9 +81,9 @@ def sex_mix(site_dirs: list[Path], male_fraction: dict) -> dict:
     """Per site: intended male fraction; women and men among training and validation patients;
     women's share of training slices without and with balancing."""
     from cmr.store import CaseStore
-    from tasks import get_task
+    from tasks.lge import LgeScarSegmentation
 
-    task = get_task("lge")
+    task = LgeScarSegmentation()
     mix = {}
     for site_dir in site_dirs:
         store = CaseStore(site_dir)
@@ -156,9 +156,9 @@ def site_records(site_dirs: list[Path], server_round: int) -> list:
 def held_out_records(site_dirs: list[Path], model_path: Path) -> list:
     """Every patient of the held-out consortium, scored with a run's final model."""
     from cmr.store import CaseStore
-    from tasks import get_task
+    from tasks.lge import LgeScarSegmentation
 
-    task = get_task("lge")
+    task = LgeScarSegmentation()
     everything = dataclasses.replace(task, validation_fraction=1.0)
     model = task.build_model()
     model.load_state_dict(torch.load(model_path, map_location="cpu")["state_dict"])

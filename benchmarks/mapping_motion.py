@@ -42,8 +42,8 @@ from cmr.phantom.anatomy import TISSUE_TO_LABEL
 from cmr.phantom.mapping import simulate_mapping_case
 from cmr.phantom.mapping_consortium import generate_mapping_consortium, reference_t1_ms
 from cmr.store import CaseStore
-from tasks import get_task
 from tasks.base import TrainSettings
+from tasks.mapping import MotionRobustT1Mapping
 from tasks.mapping.metrics import study_metrics
 
 MOTION_LEVELS_MM = (0.0, 2.0, 4.0, 6.0)
@@ -70,7 +70,7 @@ def train_network(
         if report.rejections:
             raise RuntimeError(f"{hospital}: ingest rejected {report.rejections[:3]}")
         stores.append(CaseStore(site_dir))
-    task = get_task("mapping")
+    task = MotionRobustT1Mapping()
     task.validation_fraction = 0.0  # central training on everything; the held-out set is separate
     torch.manual_seed(seed)
     model = task.build_model()

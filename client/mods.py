@@ -33,11 +33,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from privacy.guards import check_update, model_update
+from cmrfl.protocol import Metric
 from privacy.settings import KEY_CLIENT_DP, KEY_MAX_UPDATE_NORM, KEY_UNIFORM_SITE_WEIGHTS
 
 log = logging.getLogger("cmrfl.site")
 
-NUM_EXAMPLES_KEY = "num-examples"
+NUM_EXAMPLES_KEY = Metric.NUM_EXAMPLES.value
 # Node-config key: a site that sets it sends model updates only under SecAgg+.
 REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
 

@@ -36,6 +36,30 @@ class Site:
         return CaseStore(self.site_dir)
 
 
+@dataclass(frozen=True)
+class SiteConfig:
+    """The site's own settings, site.toml (read once, validated; defaults without one)."""
+
+    name: str | None = None
+    privacy_budget: SiteBudget | None = None
+    suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD
+
+    @classmethod
+    def read(cls, site_dir: Path) -> SiteConfig:
+        config_path = Path(site_dir) / SITE_CONFIG_FILE
+        if not config_path.is_file():
+            return cls()
+        try:
+            config = tomllib.loads(config_path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as problem:
+            raise SiteConfigError(f"{config_path}: not valid TOML ({problem})") from None
+        return cls(
+            name=str(config["name"]) if "name" in config else None,
+            privacy_budget=site_budget_from(config["privacy"], config_path) if "privacy" in config else None,
+            suppression_threshold=_suppression_threshold(config.get("fairness", {}), config_path),
+        )
+
+
 def load_site(site_dir: Path) -> Site:
     site_dir = Path(site_dir)
     if not CaseStore(site_dir).exists():
@@ -43,33 +67,26 @@ def load_site(site_dir: Path) -> Site:
             f"{site_dir}: no case store (store/index.sqlite); run "
             f"'cmrfl site ingest DICOM_DIR --site-dir {site_dir}' first"
         )
-    config_path = site_dir / SITE_CONFIG_FILE
-    site_id = site_dir.name
-    if config_path.is_file():
-        site_id = str(tomllib.loads(config_path.read_text()).get("name", site_id))
+    config = SiteConfig.read(site_dir)
     return Site(
-        site_id=site_id,
+        site_id=config.name or site_dir.name,
         site_dir=site_dir,
-        privacy_budget=site_privacy_budget(site_dir),
-        suppression_threshold=site_suppression_threshold(site_dir),
+        privacy_budget=config.privacy_budget,
+        suppression_threshold=config.suppression_threshold,
     )
 
 
 def site_privacy_budget(site_dir: Path) -> SiteBudget | None:
     """The ``[privacy]`` table of the site's site.toml (validated), or None without one."""
-    config_path = Path(site_dir) / SITE_CONFIG_FILE
-    if not config_path.is_file():
-        return None
-    config = tomllib.loads(config_path.read_text())
-    return site_budget_from(config["privacy"], config_path) if "privacy" in config else None
+    return SiteConfig.read(site_dir).privacy_budget
 
 
 def site_suppression_threshold(site_dir: Path) -> int:
     """``[fairness] suppression-threshold`` of the site's site.toml (default 10)."""
-    config_path = Path(site_dir) / SITE_CONFIG_FILE
-    if not config_path.is_file():
-        return DEFAULT_SUPPRESSION_THRESHOLD
-    table = tomllib.loads(config_path.read_text()).get("fairness", {})
+    return SiteConfig.read(site_dir).suppression_threshold
+
+
+def _suppression_threshold(table: dict[str, Any], config_path: Path) -> int:
     unknown = sorted(set(table) - {"suppression-threshold"})
     if unknown:
         raise SiteConfigError(f"{config_path}: [fairness] has unknown key(s) {', '.join(unknown)}; known: suppression-threshold")

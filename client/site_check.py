@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from client.site import SITE_CONFIG_FILE, SiteConfigError, site_privacy_budget, site_suppression_threshold
+from client.site import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
 from client.site_init import SiteFederation, load_site_federation, split_address
 from cmr.attributes import ATTRIBUTE_NAMES
 from cmr.store import CaseStore
@@ -129,8 +129,8 @@ def check_site_config(site_dir: Path) -> tuple[CheckResult, SiteFederation | Non
     config_path = site_dir / SITE_CONFIG_FILE
     try:
         federation = load_site_federation(site_dir)
-        budget = site_privacy_budget(site_dir)
-        threshold = site_suppression_threshold(site_dir)
+        own = SiteConfig.read(site_dir)
+        budget, threshold = own.privacy_budget, own.suppression_threshold
     except (SiteConfigError, ValueError, KeyError) as problem:
         return CheckResult("site.toml", PROBLEM, str(problem), f"fix {config_path}"), None
     privacy = "no [privacy] budget" if budget is None else f"max ε {budget.max_epsilon:g}"

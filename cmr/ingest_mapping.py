@@ -125,11 +125,11 @@ class CheckedMapping:
         return len(self.frames.files)
 
     def read(self, context: SeriesContext) -> SeriesContent:
-        first = self.files.files[0]
-        header = pydicom.dcmread(self.frames.files[0], stop_before_pixels=True, force=first.force)
+        by_path = {f.path: f for f in self.files.files}
+        earliest = by_path[self.frames.files[0]]  # its header stands for the series, as a stack's first slice
+        header = pydicom.dcmread(earliest.path, stop_before_pixels=True, force=earliest.force)
         self.reader.check_manifest(header, context)  # before decoding: a refused row costs no pixels
-        relative = {f.path: f.relative for f in self.files.files}
-        series = self.frames.decode(lambda path: decode_pixels(path, relative[path]))
+        series = self.frames.decode(lambda path: decode_pixels(path, by_path[path].relative))
         shape = series.frames.shape[1:]
         geometry, label, labels = series.geometry, self.files.label, context.labels
         mask = reference = None
@@ -189,7 +189,10 @@ class MappingReader:
         return SeriesCheck(CheckedMapping(series, frames, self))
 
     def check_manifest(self, header: pydicom.Dataset, context: SeriesContext) -> None:
-        """Refuse the series for a manifest cell it cannot be stored with (SeriesRefused)."""
+        """Refuse the series (SeriesRefused) for a manifest cell it cannot be stored with.
+
+        Called before decoding, so that a refused series costs no pixels and uses no label file.
+        """
 
     def content(
         self,
@@ -201,6 +204,7 @@ class MappingReader:
         tissue_mask: np.ndarray | None,
         reference_ms: np.ndarray | None,
     ) -> MappingContent:
+        """The kind's case labels and named arrays (``cmr.mapping_store``)."""
         raise NotImplementedError
 
 
@@ -219,7 +223,16 @@ class MolliReader(MappingReader):
         where = context.manifest_line()
         return _haematocrit(context.row, where), _contrast(header, context.row, where or "the series")
 
-    def content(self, label, context, header, frames, times_ms, tissue_mask, reference_ms) -> MappingContent:
+    def content(
+        self,
+        label: str,
+        context: SeriesContext,
+        header: pydicom.Dataset,
+        frames: np.ndarray,
+        times_ms: np.ndarray,
+        tissue_mask: np.ndarray | None,
+        reference_ms: np.ndarray | None,
+    ) -> MappingContent:
         haematocrit, contrast = self._haematocrit_and_contrast(header, context)
         return t1_mapping_content(
             label,
@@ -241,7 +254,16 @@ class T2PrepReader(MappingReader):
     def claims_header(self, header: pydicom.Dataset) -> bool:
         return is_t2prep_header(header)
 
-    def content(self, label, context, header, frames, times_ms, tissue_mask, reference_ms) -> MappingContent:
+    def content(
+        self,
+        label: str,
+        context: SeriesContext,
+        header: pydicom.Dataset,
+        frames: np.ndarray,
+        times_ms: np.ndarray,
+        tissue_mask: np.ndarray | None,
+        reference_ms: np.ndarray | None,
+    ) -> MappingContent:
         return t2prep_content(
             label, frames, times_ms, study=context.study, reference_t2_ms=reference_ms, tissue_mask=tissue_mask
         )

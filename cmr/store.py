@@ -141,17 +141,13 @@ class CaseStore:
         if mask is not None:
             mask = np.ascontiguousarray(mask, dtype=np.uint8)
             if mask.shape != image.shape:
-                raise ValueError(
-                    f"case {case_id}: mask shape {mask.shape} differs from image {image.shape}"
-                )
+                raise ValueError(f"case {case_id}: mask shape {mask.shape} differs from image {image.shape}")
         extra_arrays = {name: np.asarray(array) for name, array in (extra_arrays or {}).items()}
         if taken := sorted(set(extra_arrays) & set(_RESERVED_ARRAY_NAMES)):
             raise ValueError(f"case {case_id}: extra array name(s) {taken} are reserved for the image and mask")
         sha = content_sha256(image, mask, extra_arrays)
         labels_json = json.dumps(case_labels or {}, sort_keys=True)
-        affine_json = json.dumps(
-            [] if affine_ras is None else np.round(np.asarray(affine_ras), 6).tolist()
-        )
+        affine_json = json.dumps([] if affine_ras is None else np.round(np.asarray(affine_ras), 6).tolist())
         with closing(self._connect()) as db, db:
             row = db.execute(
                 "SELECT content_sha256, sex, age_band, ethnicity, vendor, field_strength,"

@@ -181,10 +181,15 @@ def train(
     federation_name: Annotated[str | None, typer.Option(help="The federation on the SuperLink, if not its default.")] = None,
 ) -> None:
     """Submit the cmrfl app to the federation (flwr run) and follow it to the end; exit code is the run's."""
-    from cmrfl.train import submit_and_follow
+    from cmrfl.recipe import FederationRecipe, parse_run_config
+    from server.config import RunConfigError
 
     try:
-        outcome = submit_and_follow(superlink, ca, run_config=run_config, federation=federation_name)
+        recipe = FederationRecipe(parse_run_config(run_config))
+    except (RunConfigError, ValueError) as invalid:
+        fail(f"--run-config: {invalid}")
+    try:
+        outcome = recipe.submit(superlink, ca, federation=federation_name)
     except FileNotFoundError as problem:
         fail(str(problem))
     console.print(f"Run {outcome.run_id}: {outcome.status or 'did not finish'}")

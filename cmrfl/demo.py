@@ -22,7 +22,7 @@ from cmrfl.demo_registry import (
     sign_demo_model,
 )
 from cmrfl.parallel_ingest import ingest_hospitals
-from cmrfl.simulation import run_simulated_federation
+from cmrfl.recipe import FederationRecipe
 from tasks import get_task
 from tasks.base import Task
 from tasks.settings import GROUP_BALANCED, mitigation_problems
@@ -191,10 +191,8 @@ def _train(
     site_dirs: list[Path], run_dir: Path, settings: DemoSettings, progress: Progress, description: str, mitigation: str
 ) -> None:
     training = progress.add_task(description, total=settings.rounds)
-    run_simulated_federation(
-        site_dirs,
-        run_config={
-            **get_task(settings.task).demo.run_config,  # type: ignore[union-attr]  # DemoSettings checked it
+    recipe = FederationRecipe(
+        {
             "task": settings.task,
             "num-server-rounds": settings.rounds,
             "strategy": settings.strategy,
@@ -209,7 +207,11 @@ def _train(
             "secure-aggregation": settings.secure_aggregation,
             "fairness-mitigation": mitigation,
             "fairness-balance-attribute": settings.balance_attribute,
-        },
+            **get_task(settings.task).demo.run_config,  # type: ignore[union-attr]  # the task's own (DemoSettings checked it)
+        }
+    )
+    recipe.simulate(
+        site_dirs,
         flower_log=run_dir / "flower.log",
         on_round_end=lambda history: progress.update(training, completed=len(history)),
     )

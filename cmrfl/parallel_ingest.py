@@ -40,9 +40,10 @@ def ingest_hospitals(
     site_dirs = [sites_dir / hospital.name for hospital in hospitals]
     # Spawned, not forked: the caller may already hold torch's threads.
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(
-        max_workers=max(1, min(workers, len(hospitals))), mp_context=context
-    ) as pool:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(max_workers=max(1, min(workers, len(hospitals))), mp_context=context) as pool,
+    ):
         updates = manager.Queue()
         futures = [pool.submit(_ingest_hospital, h, d, updates) for h, d in zip(hospitals, site_dirs)]
         while True:

@@ -62,6 +62,10 @@ class Key(StrEnum):
     DP_SGD_GRAD_SAMPLE_MODE = "dp-sgd-grad-sample-mode"
     DP_SGD_PLANNED_ROUNDS = "dp-sgd-planned-rounds"
     SUPPRESSION_THRESHOLD = "fairness-suppression-threshold"
+    # What the sites' mods need to guard, clip and weight an update (privacy.settings.site_instructions)
+    MAX_UPDATE_NORM = "max-update-norm"
+    UNIFORM_SITE_WEIGHTS = "uniform-site-weights"
+    CLIENT_DP = "client-dp"
     SITE_ID = "site-id"
     FAIRNESS_DOCUMENT = "document"
 
@@ -75,6 +79,13 @@ class Metric(StrEnum):
     TRAIN_SECONDS = "train-seconds"
     TRAIN_EXAMPLES_PER_SECOND = "train-examples-per-second"
     LOSS = "loss"
+    # A round's DP-SGD spend at the site (privacy.budget.PrivacySpend); all 0 without DP-SGD
+    DP_SGD = "dp-sgd"
+    DP_EPSILON = "dp-epsilon"
+    DP_DELTA = "dp-delta"
+    DP_NOISE_MULTIPLIER = "dp-noise-multiplier"
+    DP_SAMPLE_RATE = "dp-sample-rate"
+    DP_STEPS = "dp-steps"
 
 
 def sum_key(metric: str) -> str:

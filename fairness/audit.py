@@ -98,38 +98,75 @@ class Measure:
 def measures_of(spec: AuditSpec, tolerances: Tolerances) -> list[Measure]:
     measures = [
         Measure(
-            key=m.name, kind="mean", label=m.label, unit=m.unit, explanation=m.explanation,
-            higher_is_better=m.higher_is_better, tolerance=tolerances.for_metric(spec, m.name),
-            decimals=m.decimals, source=m.name, lower_bound=m.lower_bound, upper_bound=m.upper_bound,
+            key=m.name,
+            kind="mean",
+            label=m.label,
+            unit=m.unit,
+            explanation=m.explanation,
+            higher_is_better=m.higher_is_better,
+            tolerance=tolerances.for_metric(spec, m.name),
+            decimals=m.decimals,
+            source=m.name,
+            lower_bound=m.lower_bound,
+            upper_bound=m.upper_bound,
         )
         for m in spec.metrics
     ]
     rate = float(tolerances.rate_gap)
     for pair in spec.calls:
-        measures.append(Measure(
-            key=f"{pair.name}|sensitivity", kind="sensitivity", label=f"Sensitivity for {pair.label}",
-            unit="", explanation=(
-                f"Of the patients whose expert reference says {pair.label}, the share the model also calls "
-                "positive, from 0 to 1 (1 = none missed)."
-            ), higher_is_better=True, tolerance=rate, source=pair.name, lower_bound=0.0, upper_bound=1.0,
-        ))
-        measures.append(Measure(
-            key=f"{pair.name}|specificity", kind="specificity", label=f"Specificity for {pair.label}",
-            unit="", explanation=(
-                f"Of the patients whose expert reference does not say {pair.label}, the share the model "
-                "calls negative, from 0 to 1 (1 = no false alarms)."
-            ), higher_is_better=True, tolerance=rate, source=pair.name, lower_bound=0.0, upper_bound=1.0,
-        ))
-        if pair.has_score:
-            measures.append(Measure(
-                key=f"{pair.name}|auroc", kind="auroc",
-                label=f"Discrimination for {pair.label} (area under the ROC curve)", unit="",
+        measures.append(
+            Measure(
+                key=f"{pair.name}|sensitivity",
+                kind="sensitivity",
+                label=f"Sensitivity for {pair.label}",
+                unit="",
                 explanation=(
-                    f"The chance that a patient with {pair.label} gets a higher {pair.score_label} than a "
-                    "patient without, from 0 to 1 (0.5 = a coin toss, 1 = perfect). ROC: receiver operating "
-                    "characteristic, the curve of sensitivity against false alarms over all thresholds."
-                ), higher_is_better=True, tolerance=rate, source=pair.name, lower_bound=0.0, upper_bound=1.0,
-            ))
+                    f"Of the patients whose expert reference says {pair.label}, the share the model also calls "
+                    "positive, from 0 to 1 (1 = none missed)."
+                ),
+                higher_is_better=True,
+                tolerance=rate,
+                source=pair.name,
+                lower_bound=0.0,
+                upper_bound=1.0,
+            )
+        )
+        measures.append(
+            Measure(
+                key=f"{pair.name}|specificity",
+                kind="specificity",
+                label=f"Specificity for {pair.label}",
+                unit="",
+                explanation=(
+                    f"Of the patients whose expert reference does not say {pair.label}, the share the model "
+                    "calls negative, from 0 to 1 (1 = no false alarms)."
+                ),
+                higher_is_better=True,
+                tolerance=rate,
+                source=pair.name,
+                lower_bound=0.0,
+                upper_bound=1.0,
+            )
+        )
+        if pair.has_score:
+            measures.append(
+                Measure(
+                    key=f"{pair.name}|auroc",
+                    kind="auroc",
+                    label=f"Discrimination for {pair.label} (area under the ROC curve)",
+                    unit="",
+                    explanation=(
+                        f"The chance that a patient with {pair.label} gets a higher {pair.score_label} than a "
+                        "patient without, from 0 to 1 (0.5 = a coin toss, 1 = perfect). ROC: receiver operating "
+                        "characteristic, the curve of sensitivity against false alarms over all thresholds."
+                    ),
+                    higher_is_better=True,
+                    tolerance=rate,
+                    source=pair.name,
+                    lower_bound=0.0,
+                    upper_bound=1.0,
+                )
+            )
     return measures
 
 
@@ -147,39 +184,53 @@ class Evidence:
     auroc: Auroc | None = None
 
     @property
+    def metric_sums(self) -> MetricSums:
+        if self.sums is None:
+            raise ValueError(f"{self.kind} evidence carries no metric sums")
+        return self.sums
+
+    @property
+    def area(self) -> Auroc:
+        if self.auroc is None:
+            raise ValueError(f"{self.kind} evidence carries no area under the curve")
+        return self.auroc
+
+    @property
     def n(self) -> int:
         if self.kind == "mean":
-            return self.sums.count
+            return self.metric_sums.count
         if self.kind == "auroc":
-            return min(self.auroc.positives, self.auroc.negatives)
+            return min(self.area.positives, self.area.negatives)
         return self.trials
 
     def interval(self, measure: Measure, level: float) -> Interval:
         if self.kind == "mean":
-            return mean_interval(self.sums, level, measure.lower_bound, measure.upper_bound)
+            return mean_interval(self.metric_sums, level, measure.lower_bound, measure.upper_bound)
         if self.kind == "auroc":
-            return self.auroc.interval(level)
+            return self.area.interval(level)
         return wilson_interval(self.successes, self.trials, level)
 
     def sd(self) -> float:
-        return self.sums.variance ** 0.5 if self.kind == "mean" and self.sums.count >= 2 else math.nan
+        return self.metric_sums.variance**0.5 if self.kind == "mean" and self.metric_sums.count >= 2 else math.nan
 
     def minus(self, other: Evidence, level: float) -> Interval:
         """self − other."""
         if self.kind == "mean":
-            return welch_difference(self.sums, other.sums, level)
+            return welch_difference(self.metric_sums, other.metric_sums, level)
         if self.kind == "auroc":
-            return normal_difference(self.auroc.value, self.auroc.standard_error,
-                                     other.auroc.value, other.auroc.standard_error, level)
+            return normal_difference(
+                self.area.value, self.area.standard_error, other.area.value, other.area.standard_error, level
+            )
         return newcombe_difference(self.successes, self.trials, other.successes, other.trials, level)
 
     def over(self, other: Evidence, level: float) -> Interval:
         """self ÷ other."""
         if self.kind == "mean":
-            return ratio_of_means(self.sums, other.sums, level)
+            return ratio_of_means(self.metric_sums, other.metric_sums, level)
         if self.kind == "auroc":
-            return log_ratio(self.auroc.value, self.auroc.standard_error,
-                             other.auroc.value, other.auroc.standard_error, level)
+            return log_ratio(
+                self.area.value, self.area.standard_error, other.area.value, other.area.standard_error, level
+            )
         return ratio_of_proportions(self.successes, self.trials, other.successes, other.trials, level)
 
 
@@ -233,10 +284,7 @@ def _sum_over(sites: Mapping[str, SiteStatistics], group: Group, items: list[Ite
 
 def _senders(sites: Mapping[str, SiteStatistics], groups: Sequence[Group], items: list[Item]) -> list[str]:
     """Sites whose figures for all ``groups`` and ``items`` are known (sent, or zero for want of cases)."""
-    return [
-        s for s, stats in sites.items()
-        if all(_site_part(stats, g, i) is not None for g in groups for i in items)
-    ]
+    return [s for s, stats in sites.items() if all(_site_part(stats, g, i) is not None for g in groups for i in items)]
 
 
 def pooled_evidence(sites: Mapping[str, SiteStatistics], group: Group, measure: Measure):
@@ -389,16 +437,24 @@ def audit_round(
     measures = measures_of(spec, tolerances)
     groups = _groups(sites.values(), spec)
     consortium = tuple(
-        _estimate(sites, group, measure) for group in groups for measure in measures
+        _estimate(sites, group, measure)
+        for group in groups
+        for measure in measures
         if pooled_evidence(sites, group, measure)[0] is not None
     )
-    per_site = {
-        site_id: tuple(
-            _estimate({site_id: stats}, group, measure) for group in groups for measure in measures
-            if pooled_evidence({site_id: stats}, group, measure)[0] is not None
-        )
-        for site_id, stats in sites.items()
-    } if flag else {}
+    per_site = (
+        {
+            site_id: tuple(
+                _estimate({site_id: stats}, group, measure)
+                for group in groups
+                for measure in measures
+                if pooled_evidence({site_id: stats}, group, measure)[0] is not None
+            )
+            for site_id, stats in sites.items()
+        }
+        if flag
+        else {}
+    )
 
     candidates: dict[tuple[Grouping, str], list[tuple[Group, Evidence, tuple[str, ...]]]] = {}
     comparisons = 0
@@ -428,13 +484,35 @@ def audit_round(
         worst = _worst(eligible, measure)
         if len(eligible) >= 2:
             best = max(eligible, key=lambda c: _goodness(c[1], measure))
-            gaps.append(_gap(round_statistics.server_round, grouping, measure, WORST_VS_BEST, worst, best,
-                             flag_level, flag, tuple(sorted(set(worst[2]) | set(best[2])))))
+            gaps.append(
+                _gap(
+                    round_statistics.server_round,
+                    grouping,
+                    measure,
+                    WORST_VS_BEST,
+                    worst,
+                    best,
+                    flag_level,
+                    flag,
+                    tuple(sorted(set(worst[2]) | set(best[2]))),
+                )
+            )
         rest, senders = rest_evidence(sites, worst[0], measure)
         if rest is not None and _usable(rest, min_cases):
             everyone_else = (None, rest, senders)
-            gaps.append(_gap(round_statistics.server_round, grouping, measure, WORST_VS_REST, worst, everyone_else,
-                             flag_level, flag, senders))
+            gaps.append(
+                _gap(
+                    round_statistics.server_round,
+                    grouping,
+                    measure,
+                    WORST_VS_REST,
+                    worst,
+                    everyone_else,
+                    flag_level,
+                    flag,
+                    senders,
+                )
+            )
     odds = _equalised_odds(gaps, spec, tolerances)
     return RoundAudit(
         server_round=round_statistics.server_round,
@@ -459,11 +537,21 @@ def audit_run(
         audit_round(statistics, spec, tolerances, flag=(number == last), min_cases=min_cases)
         for number, statistics in run.rounds.items()
     )
-    thresholds = sorted({s.suppression_threshold for r in run.rounds.values() for s in r.sites.values()
-                         if s.suppression_threshold is not None})
+    thresholds = sorted(
+        {
+            s.suppression_threshold
+            for r in run.rounds.values()
+            for s in r.sites.values()
+            if s.suppression_threshold is not None
+        }
+    )
     return AuditResult(
-        task=run.last.task, task_label=spec.task_label, measures=tuple(measures_of(spec, tolerances)),
-        rounds=rounds, min_cases=min_cases, thresholds=tuple(thresholds),
+        task=run.last.task,
+        task_label=spec.task_label,
+        measures=tuple(measures_of(spec, tolerances)),
+        rounds=rounds,
+        min_cases=min_cases,
+        thresholds=tuple(thresholds),
         groupings=tuple(g.name for g in spec.groupings if g != ALL),
     )
 
@@ -477,7 +565,7 @@ def _usable(evidence: Evidence, min_cases: int) -> bool:
     if evidence.kind == "mean":
         return evidence.n >= max(min_cases, 2)
     if evidence.kind == "auroc":
-        return evidence.n >= min_cases and math.isfinite(evidence.auroc.value)
+        return evidence.n >= min_cases and math.isfinite(evidence.area.value)
     return evidence.trials >= min_cases
 
 
@@ -494,9 +582,17 @@ def _estimate(sites, group: Group, measure: Measure) -> GroupEstimate:
     evidence, senders = pooled_evidence(sites, group, measure)
     interval = evidence.interval(measure, REPORT_LEVEL)
     return GroupEstimate(
-        group=group.key, label=group.long_label, grouping=group.grouping.name, measure=measure.key,
-        n=evidence.n, value=interval.value, low=interval.low, high=interval.high, sd=evidence.sd(),
-        sites=senders, recorded=not group.has_unknown,
+        group=group.key,
+        label=group.long_label,
+        grouping=group.grouping.name,
+        measure=measure.key,
+        n=evidence.n,
+        value=interval.value,
+        low=interval.low,
+        high=interval.high,
+        sd=evidence.sd(),
+        sites=senders,
+        recorded=not group.has_unknown,
     )
 
 
@@ -513,17 +609,31 @@ def _gap(server_round, grouping: Grouping, measure: Measure, comparison, worst, 
     ratio = worst_evidence.over(other_evidence, REPORT_LEVEL)
     flagged = bool(flag and widened.excludes_up_to(measure.tolerance))
     return Gap(
-        server_round=server_round, grouping=grouping.name, grouping_label=grouping.label, measure=measure.key,
-        comparison=comparison, worst_group=worst_group.key, worst_label=worst_group.label,
+        server_round=server_round,
+        grouping=grouping.name,
+        grouping_label=grouping.label,
+        measure=measure.key,
+        comparison=comparison,
+        worst_group=worst_group.key,
+        worst_label=worst_group.label,
         comparator=other_group.key if other_group else "rest",
         comparator_label=other_group.label if other_group else "everyone else",
         worst_value=worst_evidence.interval(measure, REPORT_LEVEL).value,
         comparator_value=other_evidence.interval(measure, REPORT_LEVEL).value,
-        worst_n=worst_evidence.n, comparator_n=other_evidence.n,
-        shortfall=plain.value, shortfall_low=plain.low, shortfall_high=plain.high,
-        ratio=ratio.value, ratio_low=ratio.low, ratio_high=ratio.high,
-        flag_low=widened.low, flag_high=widened.high, flag_level=flag_level,
-        tolerance=measure.tolerance, flagged=flagged, sites=tuple(sites),
+        worst_n=worst_evidence.n,
+        comparator_n=other_evidence.n,
+        shortfall=plain.value,
+        shortfall_low=plain.low,
+        shortfall_high=plain.high,
+        ratio=ratio.value,
+        ratio_low=ratio.low,
+        ratio_high=ratio.high,
+        flag_low=widened.low,
+        flag_high=widened.high,
+        flag_level=flag_level,
+        tolerance=measure.tolerance,
+        flagged=flagged,
+        sites=tuple(sites),
     )
 
 
@@ -532,21 +642,35 @@ def _equalised_odds(gaps: list[Gap], spec: AuditSpec, tolerances: Tolerances) ->
     for grouping in (g for g in spec.groupings if g != ALL):
         for pair in spec.calls:
             pick = {
-                kind: next((g for g in gaps if g.grouping == grouping.name and g.comparison == WORST_VS_BEST
-                            and g.measure == f"{pair.name}|{kind}"), None)
+                kind: next(
+                    (
+                        g
+                        for g in gaps
+                        if g.grouping == grouping.name
+                        and g.comparison == WORST_VS_BEST
+                        and g.measure == f"{pair.name}|{kind}"
+                    ),
+                    None,
+                )
                 for kind in ("sensitivity", "specificity")
             }
-            if None in pick.values():
-                continue
             sens, spec_gap = pick["sensitivity"], pick["specificity"]
-            found.append(EqualisedOdds(
-                grouping=grouping.name, grouping_label=grouping.label, call=pair.name,
-                value=max(sens.shortfall, spec_gap.shortfall),
-                low=max(sens.shortfall_low, spec_gap.shortfall_low),
-                high=max(sens.shortfall_high, spec_gap.shortfall_high),
-                sensitivity_gap=sens.shortfall, specificity_gap=spec_gap.shortfall,
-                tolerance=float(tolerances.rate_gap), flagged=sens.flagged or spec_gap.flagged,
-            ))
+            if sens is None or spec_gap is None:
+                continue
+            found.append(
+                EqualisedOdds(
+                    grouping=grouping.name,
+                    grouping_label=grouping.label,
+                    call=pair.name,
+                    value=max(sens.shortfall, spec_gap.shortfall),
+                    low=max(sens.shortfall_low, spec_gap.shortfall_low),
+                    high=max(sens.shortfall_high, spec_gap.shortfall_high),
+                    sensitivity_gap=sens.shortfall,
+                    specificity_gap=spec_gap.shortfall,
+                    tolerance=float(tolerances.rate_gap),
+                    flagged=sens.flagged or spec_gap.flagged,
+                )
+            )
     return tuple(found)
 
 
@@ -568,12 +692,16 @@ def _suppression(round_statistics: RoundStatistics, spec: AuditSpec, measures) -
         order = group_order(spec.groupings)
         whole = sorted((w.group for w in stats.withheld if w.item.kind == "cases"), key=order)
         figures = sorted((w for w in stats.withheld if w.item.kind != "cases"), key=lambda w: order(w.group))
-        out.append(SiteSuppression(
-            site=site_id, threshold=stats.suppression_threshold, groups_sent=len(stats.cells),
-            groups_withheld=tuple(g.long_label for g in whole),
-            figures_withheld=tuple(f"{w.group.long_label} — {labels.get(w.item.key, w.item.key)}" for w in figures),
-            note=note,
-        ))
+        out.append(
+            SiteSuppression(
+                site=site_id,
+                threshold=stats.suppression_threshold,
+                groups_sent=len(stats.cells),
+                groups_withheld=tuple(g.long_label for g in whole),
+                figures_withheld=tuple(f"{w.group.long_label} — {labels.get(w.item.key, w.item.key)}" for w in figures),
+                note=note,
+            )
+        )
     return tuple(out)
 
 

@@ -158,14 +158,23 @@ def compare_audits(
     for (grouping, group, measure), sides in estimates.items():
         label = "all patients" if group == ALL_GROUP else value_label(*group.split("=", 1))
         b, a = sides.get("before"), sides.get("after")
-        groups.append(GroupChange(
-            grouping=grouping, grouping_label=Grouping.from_name(grouping).label, group=group,
-            label=label, measure=measure,
-            before=b.value if b else math.nan, before_low=b.low if b else math.nan,
-            before_high=b.high if b else math.nan, n_before=b.n if b else 0,
-            after=a.value if a else math.nan, after_low=a.low if a else math.nan,
-            after_high=a.high if a else math.nan, n_after=a.n if a else 0,
-        ))
+        groups.append(
+            GroupChange(
+                grouping=grouping,
+                grouping_label=Grouping.from_name(grouping).label,
+                group=group,
+                label=label,
+                measure=measure,
+                before=b.value if b else math.nan,
+                before_low=b.low if b else math.nan,
+                before_high=b.high if b else math.nan,
+                n_before=b.n if b else 0,
+                after=a.value if a else math.nan,
+                after_low=a.low if a else math.nan,
+                after_high=a.high if a else math.nan,
+                n_after=a.n if a else 0,
+            )
+        )
     grouping_order = {name: index for index, name in enumerate((ALL_GROUP, *ATTRIBUTE_LABELS))}
     groups.sort(key=lambda g: (grouping_order.get(g.grouping, 99), measure_order[g.measure]))
 
@@ -175,17 +184,27 @@ def compare_audits(
             if gap.comparison == WORST_VS_BEST and single_attribute(gap.grouping) and gap.measure in measure_order:
                 gaps_by_key.setdefault((gap.grouping, gap.measure), {})[side] = gap
     gaps = []
-    for (grouping, measure), sides in gaps_by_key.items():
+    for (grouping, measure), gap_sides in gaps_by_key.items():
         tolerance = next(m.tolerance for m in measures if m.key == measure)
-        gaps.append(GapChange(
-            grouping=grouping, grouping_label=Grouping.from_name(grouping).label, measure=measure,
-            tolerance=tolerance, before=_side(sides.get("before")), after=_side(sides.get("after")),
-        ))
+        gaps.append(
+            GapChange(
+                grouping=grouping,
+                grouping_label=Grouping.from_name(grouping).label,
+                measure=measure,
+                tolerance=tolerance,
+                before=_side(gap_sides.get("before")),
+                after=_side(gap_sides.get("after")),
+            )
+        )
     gaps.sort(key=lambda g: (grouping_order.get(g.grouping, 99), measure_order[g.measure]))
     return BeforeAfter(
-        baseline_run_dir=str(baseline_run_dir), baseline_round=baseline.server_round,
-        server_round=mitigated.server_round, before=before, after=after,
-        groups=tuple(groups), gaps=tuple(gaps),
+        baseline_run_dir=str(baseline_run_dir),
+        baseline_round=baseline.server_round,
+        server_round=mitigated.server_round,
+        before=before,
+        after=after,
+        groups=tuple(groups),
+        gaps=tuple(gaps),
     )
 
 
@@ -193,8 +212,13 @@ def _side(gap: Gap | None) -> GapSide | None:
     if gap is None:
         return None
     return GapSide(
-        worst_group=gap.worst_group, worst_label=gap.worst_label, best_label=gap.comparator_label,
-        worst_value=gap.worst_value, shortfall=gap.shortfall, low=gap.shortfall_low, high=gap.shortfall_high,
+        worst_group=gap.worst_group,
+        worst_label=gap.worst_label,
+        best_label=gap.comparator_label,
+        worst_value=gap.worst_value,
+        shortfall=gap.shortfall,
+        low=gap.shortfall_low,
+        high=gap.shortfall_high,
         flagged=gap.flagged,
     )
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from fairness.audit import WORST_VS_REST, AuditResult, GroupEstimate, Measure  # noqa: E402
+from fairness.audit import WORST_VS_REST, AuditResult, GroupEstimate, Measure
 
 RECORDED = "#1f4e79"
 NOT_RECORDED = "#9a9a9a"
@@ -35,7 +36,7 @@ def _png(figure) -> bytes:
 
 
 def group_intervals(
-    estimates: Sequence[GroupEstimate], measure: Measure, title: str, highlight: set[str] = frozenset()
+    estimates: Sequence[GroupEstimate], measure: Measure, title: str, highlight: AbstractSet[str] = frozenset()
 ) -> bytes:
     """One row per group: the estimate and its 95 % interval; the all-cases value as a dashed line."""
     rows = [e for e in estimates if e.measure == measure.key]
@@ -52,7 +53,8 @@ def group_intervals(
     axis.set_yticklabels([f"{e.label}  (n={e.n})" for e in rows], fontsize=8)
     axis.invert_yaxis()
     if overall is not None:
-        axis.axvline(overall.value, color=OVERALL, linestyle="--", linewidth=1, label=f"all cases ({overall.value:.{measure.decimals}f})")
+        label = f"all cases ({overall.value:.{measure.decimals}f})"
+        axis.axvline(overall.value, color=OVERALL, linestyle="--", linewidth=1, label=label)
         axis.legend(loc="lower right", fontsize=8)
     if measure.lower_bound is not None and measure.upper_bound is not None and measure.upper_bound <= 1:
         axis.set_xlim(max(measure.lower_bound, axis.get_xlim()[0]), min(measure.upper_bound, axis.get_xlim()[1]))
@@ -86,8 +88,16 @@ def gaps_over_rounds(result: AuditResult) -> bytes:
             y = [p[1] for p in points]
             low = [p[1] - p[2] if math.isfinite(p[2]) else 0 for p in points]
             high = [p[3] - p[1] if math.isfinite(p[3]) else 0 for p in points]
-            axis.errorbar(x, y, yerr=[low, high], marker="o", markersize=3, capsize=2, linewidth=1,
-                          color=colours.get(grouping, "black"))
+            axis.errorbar(
+                x,
+                y,
+                yerr=[low, high],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                linewidth=1,
+                color=colours.get(grouping, "black"),
+            )
         axis.axhline(measure.tolerance, color=FLAGGED, linestyle="--", linewidth=1)
         axis.axhline(0, color=OVERALL, linewidth=0.6)
         axis.set_title(measure.label, fontsize=9)
@@ -97,13 +107,14 @@ def gaps_over_rounds(result: AuditResult) -> bytes:
         axis.tick_params(labelsize=7)
         if not series:
             axis.text(0.5, 0.5, "no comparison possible", transform=axis.transAxes, ha="center", color=NOT_RECORDED)
-    for axis in list(axes.flat)[len(measures):]:
+    for axis in list(axes.flat)[len(measures) :]:
         axis.axis("off")
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label) for label, c in legend.items()]
     handles.append(Line2D([], [], color=FLAGGED, linestyle="--", label="largest accepted gap"))
     figure.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    figure.suptitle("How much worse the worst group does than everyone else, round by round (positive = worse)",
-                    fontsize=10)
+    figure.suptitle(
+        "How much worse the worst group does than everyone else, round by round (positive = worse)", fontsize=10
+    )
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return _png(figure)
 
@@ -120,13 +131,13 @@ def site_panel(estimates: Sequence[GroupEstimate], measures: Sequence[Measure], 
     for axis, measure in zip(axes[0], chosen):
         rows = {e.label: e for e in estimates if e.measure == measure.key}
         for position, label in enumerate(groups):
-            estimate = rows.get(label)
-            if estimate is None:
+            row = rows.get(label)
+            if row is None:
                 continue
-            colour = RECORDED if estimate.recorded else NOT_RECORDED
-            if math.isfinite(estimate.low) and math.isfinite(estimate.high):
-                axis.plot([estimate.low, estimate.high], [position, position], color=colour, linewidth=2)
-            axis.plot([estimate.value], [position], "o", color=colour, markersize=4)
+            colour = RECORDED if row.recorded else NOT_RECORDED
+            if math.isfinite(row.low) and math.isfinite(row.high):
+                axis.plot([row.low, row.high], [position, position], color=colour, linewidth=2)
+            axis.plot([row.value], [position], "o", color=colour, markersize=4)
         overall = rows.get("all cases")
         if overall is not None:
             axis.axvline(overall.value, color=OVERALL, linestyle="--", linewidth=1)

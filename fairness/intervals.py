@@ -193,9 +193,9 @@ def auroc_from_histograms(positive: Sequence[int], negative: Sequence[int]) -> A
         below += q
     area = pairs / (n_positive * n_negative)
     q1, q2 = area / (2 - area), 2 * area * area / (1 + area)
-    variance = (
-        area * (1 - area) + (n_positive - 1) * (q1 - area * area) + (n_negative - 1) * (q2 - area * area)
-    ) / (n_positive * n_negative)
+    variance = (area * (1 - area) + (n_positive - 1) * (q1 - area * area) + (n_negative - 1) * (q2 - area * area)) / (
+        n_positive * n_negative
+    )
     return Auroc(area, math.sqrt(max(variance, 0.0)), n_positive, n_negative)
 
 

@@ -82,7 +82,8 @@ def add_statistics(sites: Sequence[SiteStatistics], site_id: str = "all sites") 
                 calls[(name, side)] = total
         cells[group] = CellStatistics(sum(counts), metrics, calls)
     withheld_everywhere = sorted(
-        {(w.group, w.item) for s in sites for w in s.withheld} - set(contributors), key=lambda gi: (gi[0].key, gi[1].key)
+        {(w.group, w.item) for s in sites for w in s.withheld} - set(contributors),
+        key=lambda gi: (gi[0].key, gi[1].key),
     )
     thresholds = {s.suppression_threshold for s in sites if s.suppression_threshold is not None}
     pooled = SiteStatistics(

@@ -79,9 +79,7 @@ def record_to_json(record: CaseRecordLike) -> dict[str, Any]:
     }
 
 
-def write_case_records(
-    site_dir: Path, server_round: int, records: Iterable[CaseRecordLike]
-) -> Path:
+def write_case_records(site_dir: Path, server_round: int, records: Iterable[CaseRecordLike]) -> Path:
     """Write one round's per-case records into the site folder (owner-readable only).
 
     The file is written whole and then moved into place, so a reader never sees a

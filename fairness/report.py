@@ -82,9 +82,7 @@ def write_audit_report(
         **result.to_dict(),
     }
     if comparison is not None:
-        document["before_and_after"] = {
-            "summary": before_after_sentences(comparison, result), **comparison.to_dict()
-        }
+        document["before_and_after"] = {"summary": before_after_sentences(comparison, result), **comparison.to_dict()}
     json_path = run_dir / JSON_NAME
     json_path.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     html_path = run_dir / HTML_NAME
@@ -105,8 +103,12 @@ def compare_with_baseline(
     baseline_settings = {**_summary_run_config(baseline_dir), **baseline.last.settings}
     baseline_audit = audit_round(baseline.last, spec, tolerances, min_cases=result.min_cases)
     return compare_audits(
-        baseline_audit, result.final, result.measures, baseline_run_dir=baseline_dir,
-        before=Training.from_settings(baseline_settings), after=training,
+        baseline_audit,
+        result.final,
+        result.measures,
+        baseline_run_dir=baseline_dir,
+        before=Training.from_settings(baseline_settings),
+        after=training,
     )
 
 
@@ -137,9 +139,9 @@ def page_data(
     for site in final.sites:
         estimates = final.per_site.get(site, ())
         rates = [
-            {"label": _lower_first(result.measure(e.measure).label), "amount": amount(e.value, result.measure(e.measure)),
-             "n": e.n}
-            for e in estimates if result.measure(e.measure).kind != "mean" and e.group == "all"
+            {"label": _lower_first(measure.label), "amount": amount(e.value, measure), "n": e.n}
+            for e in estimates
+            if (measure := result.measure(e.measure)).kind != "mean" and e.group == "all"
         ]
         figure = _data_uri(figures.site_panel(estimates, result.measures, site)) if estimates else None
         sites.append({"site": site, "figure": figure, "rates": rates})
@@ -154,9 +156,7 @@ def page_data(
         "measures": measures,
         "gaps": [(gap, result.measure(gap.measure)) for gap in gaps],
         "worst_vs_best": WORST_VS_BEST,
-        "trend_figure": (
-            _data_uri(figures.gaps_over_rounds(result)) if any(r.gaps for r in result.rounds) else None
-        ),
+        "trend_figure": (_data_uri(figures.gaps_over_rounds(result)) if any(r.gaps for r in result.rounds) else None),
         "sites": sites,
         "comparison": comparison,
     }
@@ -164,7 +164,8 @@ def page_data(
         data["before_after"] = before_after_sentences(comparison, result)
         data["changes"] = [(change, result.measure(change.measure)) for change in comparison.gaps]
         data["group_changes"] = [
-            (measure, groups) for measure in result.measures
+            (measure, groups)
+            for measure in result.measures
             if (groups := [g for g in comparison.groups if g.measure == measure.key])
         ]
     return data
@@ -187,7 +188,11 @@ def _template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined,  # a misspelt field fails the report, never shows blank
     )
     environment.globals.update(
-        amount=amount, interval_text=interval_text, number=number, ratio_text=ratio_text, gap_side=gap_side_text,
+        amount=amount,
+        interval_text=interval_text,
+        number=number,
+        ratio_text=ratio_text,
+        gap_side=gap_side_text,
     )
     return environment.get_template(TEMPLATE)
 
@@ -207,5 +212,5 @@ def _summary_run_config(run_dir: Path) -> Mapping[str, Any]:
 
 
 def _lower_first(label: str) -> str:
-    """"Sensitivity for …" inside a sentence; abbreviations such as ROC keep their capitals."""
+    """ "Sensitivity for …" inside a sentence; abbreviations such as ROC keep their capitals."""
     return label[:1].lower() + label[1:]

@@ -34,8 +34,8 @@ def describe_gap(gap: Gap, measure: Measure) -> str:
     verdict = (
         f"Even the cautious interval used for flagging ({cautious}) "
         f"lies beyond the largest accepted gap of {amount(gap.tolerance, measure)}, so this is flagged."
-        if gap.flagged else
-        f"The largest accepted gap is {amount(gap.tolerance, measure)}; the cautious interval used for flagging "
+        if gap.flagged
+        else f"The largest accepted gap is {amount(gap.tolerance, measure)}; the cautious interval used for flagging "
         f"({cautious}) does not lie wholly beyond it, so this is not flagged."
     )
     how_much = f"{amount(abs(gap.shortfall), measure)} {direction if gap.shortfall >= 0 else 'better'}"
@@ -65,7 +65,8 @@ def summary_sentences(result: AuditResult) -> list[str]:
         )
         ranked = sorted(
             (g for g in final.gaps if math.isfinite(g.shortfall) and g.tolerance > 0),
-            key=lambda g: g.shortfall / g.tolerance, reverse=True,
+            key=lambda g: g.shortfall / g.tolerance,
+            reverse=True,
         )
         if ranked:
             lines.append("The largest gaps seen, for context (not flagged):")
@@ -107,7 +108,8 @@ def before_after_sentences(comparison: BeforeAfter, result: AuditResult) -> list
         lines.append(_gap_change_sentence(comparison.gap(focus, measure.key), measure, label))
     overall = [
         f"{m.label} {amount(c.before, m)} before, {amount(c.after, m)} after"
-        for m in means if (c := comparison.overall(m.key)) is not None
+        for m in means
+        if (c := comparison.overall(m.key)) is not None
     ]
     if overall:
         lines.append("All patients together: " + "; ".join(overall) + ".")
@@ -127,17 +129,15 @@ def _gap_change_sentence(change: GapChange | None, measure: Measure, label: str)
             f"{name}: no two groups could be compared in either run "
             "(groups withheld by the hospitals or too few patients)."
         )
-    if change.before is None or change.after is None:
-        missing, present = ("before", change.after) if change.before is None else ("after", change.before)
-        return (
-            f"{name}: the groups could not be compared {missing} (withheld by the hospitals or too few patients); "
-            f"{'after' if missing == 'before' else 'before'}, the worst group was {present.worst_label} at "
-            f"{amount(present.worst_value, measure)}, {amount(present.shortfall, measure)} short of "
-            f"{present.best_label}."
-        )
     b, a = change.before, change.after
+    if b is None and a is not None:
+        return _one_run_sentence(name, "before", a, measure)
+    if a is None and b is not None:
+        return _one_run_sentence(name, "after", b, measure)
+    if a is None or b is None:  # neither: answered above
+        raise ValueError(f"{name}: no gap in either run")
     difference = change.change
-    if abs(difference) < 0.5 * 10 ** -measure.decimals:
+    if abs(difference) < 0.5 * 10**-measure.decimals:
         moved = "unchanged"
     else:
         moved = f"{amount(abs(difference), measure)} {'smaller' if difference < 0 else 'larger'}"
@@ -150,6 +150,16 @@ def _gap_change_sentence(change: GapChange | None, measure: Measure, label: str)
         f"{a.worst_label} at {amount(a.worst_value, measure)} after; the gap to the best group went from "
         f"{amount(b.shortfall, measure)} to {amount(a.shortfall, measure)} ({moved}; largest accepted gap "
         f"{amount(change.tolerance, measure)}).{flags}"
+    )
+
+
+def _one_run_sentence(name: str, missing: str, present: GapSide, measure: Measure) -> str:
+    shown = "after" if missing == "before" else "before"
+    return (
+        f"{name}: the groups could not be compared {missing} (withheld by the hospitals or too few patients); "
+        f"{shown}, the worst group was {present.worst_label} at "
+        f"{amount(present.worst_value, measure)}, {amount(present.shortfall, measure)} short of "
+        f"{present.best_label}."
     )
 
 

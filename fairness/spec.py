@@ -174,9 +174,7 @@ class AuditSpec:
                 problems.append(f"grouping {grouping.name!r} repeats an attribute")
         for pair in self.calls:
             edges = pair.score_bin_edges
-            if pair.score_metric is not None and (
-                len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges))
-            ):
+            if pair.score_metric is not None and (len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges))):
                 problems.append(f"call {pair.name!r}: score bin edges must rise strictly ({edges})")
         if problems:
             raise ValueError("invalid audit spec: " + "; ".join(problems))

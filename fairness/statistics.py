@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -206,10 +206,6 @@ class CallSide:
             _add_histograms(self.score_histogram, other.score_histogram, -1),
         )
 
-    @property
-    def called_negative(self) -> int:
-        return self.cases - self.called_positive
-
 
 def _add_histograms(a: tuple[int, ...], b: tuple[int, ...], sign: int) -> tuple[int, ...]:
     if not a and not b:
@@ -298,17 +294,6 @@ class SiteStatistics:
         cell = self.cells.get(group)
         return None if cell is None else cell.get(item)
 
-    def groups(self, order: Sequence[Grouping] | None = None) -> list[Group]:
-        groups = set(self.cells) | {w.group for w in self.withheld}
-        return sorted(groups, key=group_order(order or _groupings_of(groups)))
-
-    def without_reasons(self) -> SiteStatistics:
-        return replace(self, withheld=tuple(WithheldItem(w.group, w.item) for w in self.withheld))
-
-
-def _groupings_of(groups: Iterable[Group]) -> list[Grouping]:
-    return sorted({g.grouping for g in groups}, key=lambda g: (len(g.attributes), g.attributes))
-
 
 def score_bin_index(value: float, edges: Sequence[float]) -> int | None:
     """Bin of a score on fixed edges; below the first edge goes in the first bin,
@@ -346,9 +331,7 @@ def groups_of_record(attributes: dict[str, str], spec: AuditSpec) -> list[Group]
     return [Group.of(grouping, attributes) for grouping in spec.groupings]
 
 
-def site_statistics(
-    records: Sequence[CaseRecordLike], spec: AuditSpec, site_id: str | None = None
-) -> SiteStatistics:
+def site_statistics(records: Sequence[CaseRecordLike], spec: AuditSpec, site_id: str | None = None) -> SiteStatistics:
     """Sufficient statistics of every non-empty group (site-local: not yet suppressed).
 
     ``site_id`` defaults to the records' own; records from several sites need one
@@ -371,8 +354,7 @@ def site_statistics(
     for group, indices in members.items():
         chosen = [records[i] for i in indices]
         metrics = {
-            info.name: MetricSums.of(r.metrics.get(info.name, math.nan) for r in chosen)
-            for info in spec.metrics
+            info.name: MetricSums.of(r.metrics.get(info.name, math.nan) for r in chosen) for info in spec.metrics
         }
         calls = {}
         for pair in spec.calls:
@@ -387,11 +369,9 @@ def site_statistics(
         attributes = record.attributes.as_dict()
         atom = Atom(
             attributes=tuple((a, attributes[a]) for a in used),
-            metrics_defined=tuple(
-                m.name for m in spec.metrics if math.isfinite(record.metrics.get(m.name, math.nan))
-            ),
+            metrics_defined=tuple(m.name for m in spec.metrics if math.isfinite(record.metrics.get(m.name, math.nan))),
             call_sides=tuple(
-                (pair.name, side) for pair in spec.calls if (side := call_side_of(record, pair)) is not None
+                (pair.name, found) for pair in spec.calls if (found := call_side_of(record, pair)) is not None
             ),
         )
         atoms[atom] += 1
@@ -401,7 +381,7 @@ def site_statistics(
 def _call_side(records: list[CaseRecordLike], pair: CallPair) -> CallSide:
     called = sum(1 for r in records if bool(r.calls[pair.predicted]))
     histogram: tuple[int, ...] = ()
-    if pair.has_score:
+    if pair.has_score and pair.score_metric is not None:
         bins = [0] * (len(pair.score_bin_edges) - 1)
         for record in records:
             index = score_bin_index(record.metrics.get(pair.score_metric, math.nan), pair.score_bin_edges)

@@ -213,5 +213,3 @@ def small_isolated_set(
     coefficients = result.x[n_atoms:]
     used = [f for f, c in zip(figures, coefficients) if abs(c) > 1e-6]
     return used or None
-
-

@@ -57,7 +57,8 @@ class WireFormatError(ValueError):
 
 def statistics_document(stats: SiteStatistics) -> str:
     """The JSON document a site sends; refuses statistics that were not suppressed."""
-    if not stats.is_suppressed:
+    threshold = stats.suppression_threshold
+    if threshold is None:
         raise ValueError(
             f"statistics of site {stats.site_id!r} were not suppressed: "
             "call fairness.suppression.suppress before sending them"
@@ -65,7 +66,7 @@ def statistics_document(stats: SiteStatistics) -> str:
     document = {
         "format": DOCUMENT_FORMAT,
         "version": DOCUMENT_VERSION,
-        "suppression_threshold": int(stats.suppression_threshold),
+        "suppression_threshold": int(threshold),
         "score_bin_edges": {name: [float(e) for e in edges] for name, edges in stats.score_bin_edges.items()},
         "cells": [_cell_json(group, cell) for group, cell in stats.cells.items()],
         "withheld": [_withheld_json(w) for w in stats.withheld],
@@ -83,7 +84,9 @@ def statistics_from_document(text: str, site_id: str) -> SiteStatistics:
     except ValueError as error:  # json.JSONDecodeError and the constants refused
         reader.fail("document", f"is not valid JSON ({error})")
     fields = reader.fields(
-        document, "document", required=("format", "version", "suppression_threshold", "cells", "withheld"),
+        document,
+        "document",
+        required=("format", "version", "suppression_threshold", "cells", "withheld"),
         optional=("score_bin_edges",),
     )
     if fields["format"] != DOCUMENT_FORMAT:
@@ -110,7 +113,10 @@ def statistics_from_document(text: str, site_id: str) -> SiteStatistics:
         if item.group in cells and (item.item == CASES or cells[item.group].get(item.item) is not None):
             reader.fail(f"withheld[{item.group.key}]", f"{item.item.key} is withheld and sent at once")
     return SiteStatistics(
-        site_id=site_id, cells=cells, withheld=tuple(withheld), suppression_threshold=threshold,
+        site_id=site_id,
+        cells=cells,
+        withheld=tuple(withheld),
+        suppression_threshold=threshold,
         score_bin_edges=edges,
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cmrfl.protocol import Metric
 from privacy.accounting import epsilon_spent
 from privacy.ledger import DECLINED, TRAINED, LedgerEntry, PrivacyLedger
 
@@ -34,7 +35,17 @@ BUDGET_DECLINED_ERROR_CODE = 4030
 
 # Every site's train reply carries these keys (zeros with dp-sgd 0 when DP-SGD is off),
 # since Flower aggregates only replies whose MetricRecords share one key set.
-PRIVACY_METRIC_KEYS = ("dp-sgd", "dp-epsilon", "dp-delta", "dp-noise-multiplier", "dp-sample-rate", "dp-steps")
+PRIVACY_METRIC_KEYS = tuple(
+    key.value
+    for key in (
+        Metric.DP_SGD,
+        Metric.DP_EPSILON,
+        Metric.DP_DELTA,
+        Metric.DP_NOISE_MULTIPLIER,
+        Metric.DP_SAMPLE_RATE,
+        Metric.DP_STEPS,
+    )
+)
 
 
 class SiteBudgetError(ValueError):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cmrfl.protocol import Key
+
 ROBUST_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum")
 CLIENT_DP_MODES = ("off", "fixed", "adaptive")
 CLIENT_DP_STRATEGIES = ("fedavg", "fedprox")  # a plain (uniform) mean of clipped updates
@@ -189,10 +191,10 @@ def run_config_problems(config: Any) -> list[str]:
 
 
 # Train-config keys the site's mods (client/mods.py) read; the server adds them to
-# every training instruction (privacy-side counterpart of train_config_for).
-KEY_MAX_UPDATE_NORM = "max-update-norm"
-KEY_UNIFORM_SITE_WEIGHTS = "uniform-site-weights"
-KEY_CLIENT_DP = "client-dp"
+# every training instruction. Spelled in cmrfl.protocol with every other key that crosses.
+KEY_MAX_UPDATE_NORM = Key.MAX_UPDATE_NORM.value
+KEY_UNIFORM_SITE_WEIGHTS = Key.UNIFORM_SITE_WEIGHTS.value
+KEY_CLIENT_DP = Key.CLIENT_DP.value
 
 
 def site_instructions(settings: PrivacySettings) -> dict[str, float | bool | str]:

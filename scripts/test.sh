@@ -14,7 +14,9 @@ stage() {  # stage NAME HINT COMMAND...: run COMMAND, remember NAME and HINT if 
   local name=$1 hint=$2
   shift 2
   echo "--- $name" >&2
-  if ! "$@"; then
+  if [ ! -x "$1" ]; then
+    failed+=("$name: $1 is not installed; $bin/pip install -e \".[dev]\" installs the dev tools")
+  elif ! "$@"; then
     failed+=("$name: $hint")
   fi
 }

@@ -28,7 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 
 from fairness.run_store import clear_round_statistics, save_round_statistics
-from cmrfl.protocol import EvaluateInstruction, EvaluateReply, Record, TrainInstruction, site_id_of
+from cmrfl.protocol import EvaluateInstruction, EvaluateReply, Metric, Record, TrainInstruction, site_id_of
 from privacy.guards import check_update, model_update
 from privacy.settings import site_instructions
 from server.checkpoint import CheckpointStore, config_fingerprint
@@ -307,20 +307,20 @@ def dp_sgd_summary(config: FederationConfig, history: list[dict[str, Any]]) -> d
     sites: dict[str, dict[str, Any]] = {}
     for entry in history:
         for site, metrics in entry["train"]["sites"].items():
-            if metrics.get("dp-sgd") != 1.0:
+            if metrics.get(Metric.DP_SGD) != 1.0:
                 continue
             record = sites.setdefault(site, {"rounds": []})
             record["rounds"].append(
                 {
                     "round": entry["round"],
-                    "steps": int(metrics["dp-steps"]),
-                    "sample_rate": metrics["dp-sample-rate"],
-                    "noise_multiplier": metrics["dp-noise-multiplier"],
-                    "delta": metrics["dp-delta"],
-                    "epsilon_cumulative": metrics["dp-epsilon"],
+                    "steps": int(metrics[Metric.DP_STEPS]),
+                    "sample_rate": metrics[Metric.DP_SAMPLE_RATE],
+                    "noise_multiplier": metrics[Metric.DP_NOISE_MULTIPLIER],
+                    "delta": metrics[Metric.DP_DELTA],
+                    "epsilon_cumulative": metrics[Metric.DP_EPSILON],
                 }
             )
-            record["epsilon"], record["delta"] = metrics["dp-epsilon"], metrics["dp-delta"]
+            record["epsilon"], record["delta"] = metrics[Metric.DP_EPSILON], metrics[Metric.DP_DELTA]
     return {
         "enabled": True,
         "protected_unit": "patient (all of a patient's slices: one record for Poisson sampling)",

@@ -21,16 +21,17 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from cmrfl.protocol import Metric
 from privacy.client_dp import ClientLevelDp
 from privacy.settings import PrivacySettings
 from server.config import FederationConfig
 from server.site_metrics import aggregate_site_metrics
 
-NUM_EXAMPLES_KEY = "num-examples"
+NUM_EXAMPLES_KEY = Metric.NUM_EXAMPLES.value
 # Under client-level DP every site weighs the same in the mean (the noise is calibrated
 # to one site's clipped update over n sites); the round loop stamps this weight on the
 # replies, because Flower's strategies weight by a key of the reply's MetricRecord.
-SITE_WEIGHT_KEY = "site-weight"
+SITE_WEIGHT_KEY = Metric.SITE_WEIGHT.value
 
 
 @dataclass(frozen=True)

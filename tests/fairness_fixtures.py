@@ -65,7 +65,9 @@ def lge_records(
 
 
 def consortium_records(n_per_site: int, seed: int, **gap) -> dict[str, list[SiteCaseRecord]]:
-    return {site: lge_records(site, n_per_site, seed * 101 + number, **gap) for number, site in enumerate(SITE_SCANNERS)}
+    return {
+        site: lge_records(site, n_per_site, seed * 101 + number, **gap) for number, site in enumerate(SITE_SCANNERS)
+    }
 
 
 def sent(records: Sequence[SiteCaseRecord], threshold: int = 10):

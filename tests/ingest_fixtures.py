@@ -15,12 +15,12 @@ import nibabel as nib
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from cmr.geometry import StackGeometry, stack_to_nifti_array
 
 
-def uid(*entropy: object) -> str:
+def uid(*entropy: object) -> UID:
     return generate_uid(entropy_srcs=["cmrfl-ingest-tests", *map(str, entropy)])
 
 
@@ -96,7 +96,7 @@ class WrittenSeries:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.stored_pixels.shape  # type: ignore[return-value]
+        return self.stored_pixels.shape
 
 
 def slice_dataset(
@@ -182,11 +182,11 @@ def slice_dataset(
     ds.RescaleSlope = slope
     ds.RescaleIntercept = intercept
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
-    for keyword, value in (header or {}).items():
-        if value is None:
+    for keyword, given in (header or {}).items():
+        if given is None:
             delattr(ds, keyword)
         else:
-            setattr(ds, keyword, value)
+            setattr(ds, keyword, given)
     return ds
 
 
@@ -248,7 +248,7 @@ def identifying_strings(identities: list[Identity], series_numbers: tuple[int, .
     """Every identifying value written for these patients, names split into components."""
     strings = set()
     for identity in identities:
-        for keyword, value in identity.values.items():
+        for value in identity.values.values():
             strings.add(value)
             if "^" in value:
                 strings.update(part for part in value.split("^") if len(part) >= 5)

@@ -104,8 +104,10 @@ def test_a_large_gap_for_women_is_flagged_with_women_as_the_worst_group():
 
 def test_with_no_gap_the_chance_of_any_flag_in_a_round_stays_under_5_percent():
     rounds = 40
-    flagged = sum(any(g.flagged for g in audit_round(unsuppressed_round(24, seed), SPEC, TOLERANCES).gaps)
-                  for seed in range(rounds))
+    flagged = sum(
+        any(g.flagged for g in audit_round(unsuppressed_round(24, seed), SPEC, TOLERANCES).gaps)
+        for seed in range(rounds)
+    )
     assert flagged <= 2, f"{flagged} of {rounds} rounds without a gap raised a flag"
 
 

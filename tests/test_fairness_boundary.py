@@ -58,5 +58,5 @@ def test_fairness_names_no_task():
     assert {"lge", "mapping"} <= task_names
     for module in MODULES:
         tree = ast.parse((FAIRNESS / f"{module}.py").read_text(encoding="utf-8"))
-        strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not strings & task_names, f"fairness/{module}.py names a task: {strings & task_names}"

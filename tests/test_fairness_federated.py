@@ -161,7 +161,7 @@ def test_a_site_sets_its_own_floor_for_small_groups_and_a_bad_value_names_the_fi
     assert site_suppression_threshold(tmp_path) == 10
     (tmp_path / "site.toml").write_text('name = "x"\n[fairness]\nsuppression-threshold = 20\n')
     assert site_suppression_threshold(tmp_path) == 20
-    (tmp_path / "site.toml").write_text('[fairness]\nsuppression-threshold = 0\n')
+    (tmp_path / "site.toml").write_text("[fairness]\nsuppression-threshold = 0\n")
     with pytest.raises(SiteConfigError, match=r"site\.toml.*suppression-threshold"):
         site_suppression_threshold(tmp_path)
 
@@ -173,11 +173,19 @@ def test_the_demo_runs_with_dp_sgd_and_secure_aggregation_on(tmp_path: Path):
     from cmrfl.demo import DemoSettings, run_demo
     from privacy.ledger import PrivacyLedger
 
-    summary = run_demo(
-        DemoSettings(sites=3, cases_per_site=8, rounds=2, out=tmp_path / "demo", dp_sgd=True, target_epsilon=8.0,
-                     register=False),
-        Console(file=open(tmp_path / "console.txt", "w")),
-    )
+    with open(tmp_path / "console.txt", "w") as console_file:
+        summary = run_demo(
+            DemoSettings(
+                sites=3,
+                cases_per_site=8,
+                rounds=2,
+                out=tmp_path / "demo",
+                dp_sgd=True,
+                target_epsilon=8.0,
+                register=False,
+            ),
+            Console(file=console_file),
+        )
     assert summary["privacy"]["secure_aggregation"]["enabled"] is True
     assert all(entry["secure_aggregation"]["sites"] == 3 for entry in summary["rounds_detail"])
     dp = summary["privacy"]["dp_sgd"]

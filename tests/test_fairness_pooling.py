@@ -23,7 +23,7 @@ def consortium():
 
 
 def test_every_figure_sent_by_every_site_equals_the_pooled_records_figure(consortium):
-    records, decoded, summed, truth = consortium
+    records, _, summed, truth = consortium
     compared = 0
     for (group, item), senders in summed.contributors.items():
         if len(senders) != len(records):
@@ -37,7 +37,9 @@ def test_every_figure_sent_by_every_site_equals_the_pooled_records_figure(consor
             assert mine.variance == pytest.approx(theirs.variance, rel=1e-9, abs=1e-12)
         else:
             assert (mine.cases, mine.called_positive, mine.score_histogram) == (
-                theirs.cases, theirs.called_positive, theirs.score_histogram
+                theirs.cases,
+                theirs.called_positive,
+                theirs.score_histogram,
             )
         compared += 1
     assert compared > 20, "too few figures were sent by every site for the test to mean anything"
@@ -50,17 +52,21 @@ def test_consortium_rates_and_means_equal_those_computed_on_the_pooled_cases(con
 
     evidence, senders = pooled_evidence(decoded, ALL_CASES, measures["dice_myocardium"])
     assert len(senders) == 3
-    assert evidence.sums.mean == pytest.approx(sum(r.metrics["dice_myocardium"] for r in pooled) / len(pooled), rel=1e-12)
+    assert evidence.sums.mean == pytest.approx(
+        sum(r.metrics["dice_myocardium"] for r in pooled) / len(pooled), rel=1e-12
+    )
 
     scarred = [r for r in pooled if r.calls["scar_present_reference"]]
     sensitivity, _ = pooled_evidence(decoded, ALL_CASES, measures["scar_present|sensitivity"])
     assert (sensitivity.successes, sensitivity.trials) == (
-        sum(r.calls["scar_present_predicted"] for r in scarred), len(scarred)
+        sum(r.calls["scar_present_predicted"] for r in scarred),
+        len(scarred),
     )
     clear = [r for r in pooled if not r.calls["scar_present_reference"]]
     specificity, _ = pooled_evidence(decoded, ALL_CASES, measures["scar_present|specificity"])
     assert (specificity.successes, specificity.trials) == (
-        sum(not r.calls["scar_present_predicted"] for r in clear), len(clear)
+        sum(not r.calls["scar_present_predicted"] for r in clear),
+        len(clear),
     )
 
 
@@ -69,9 +75,7 @@ def test_everyone_else_is_exact_by_subtraction(consortium):
     measure = next(m for m in measures_of(SPEC, Tolerances.defaults(SPEC)) if m.key == "dice_myocardium")
     women = Group(Grouping(("sex",)), ("female",))
     rest, senders = rest_evidence(decoded, women, measure)
-    others = [
-        r.metrics["dice_myocardium"] for site in senders for r in records[site] if r.attributes.sex != "female"
-    ]
+    others = [r.metrics["dice_myocardium"] for site in senders for r in records[site] if r.attributes.sex != "female"]
     assert rest.sums.count == len(others)
     assert rest.sums.mean == pytest.approx(sum(others) / len(others), rel=1e-12)
 
@@ -94,7 +98,7 @@ def test_a_group_withheld_at_one_site_is_summed_over_the_others_and_says_so():
 
 def test_counts_stay_integers_through_summing(consortium):
     _, _, summed, _ = consortium
-    for group, cell in summed.statistics.cells.items():
+    for cell in summed.statistics.cells.values():
         assert isinstance(cell.cases, int)
         for sums in cell.metrics.values():
             assert isinstance(sums.count, int)

@@ -22,10 +22,13 @@ def write_run(run_dir: Path, female_dice_drop: float, rounds=(1, 2)) -> Path:
     """What the server would save: each round, each site's document as the site sent it."""
     for server_round in rounds:
         records = consortium_records(80, seed=server_round, female_dice_drop=female_dice_drop, female_fraction=0.5)
-        replies = {site: fairness_statistics_to_send(rs, SPEC, RUN_CONFIG["fairness-suppression-threshold"])
-                   for site, rs in records.items()}
-        save_round_statistics(run_dir, server_round, replies, {"site-04": "no reply this round"},
-                              task="lge", run_config=RUN_CONFIG)
+        replies = {
+            site: fairness_statistics_to_send(rs, SPEC, RUN_CONFIG["fairness-suppression-threshold"])
+            for site, rs in records.items()
+        }
+        save_round_statistics(
+            run_dir, server_round, replies, {"site-04": "no reply this round"}, task="lge", run_config=RUN_CONFIG
+        )
     return run_dir
 
 
@@ -68,7 +71,7 @@ def test_the_report_is_self_contained_html(gapped_report):
 
 
 def test_the_report_states_the_flag_in_words_with_units_and_explains_itself(gapped_report):
-    text, document = gapped_report
+    text, _ = gapped_report
     assert "How to read this report" in text
     assert "FLAGGED" in text and "so this is flagged" in text
     assert "By sex, female" in text
@@ -86,7 +89,9 @@ def test_the_json_holds_the_same_numbers_as_the_page(gapped_report):
     text, document = gapped_report
     flags = [g for g in document["rounds"][-1]["gaps"] if g["flagged"]]
     assert flags and any(g["worst_group"] == "sex=female" for g in flags)
-    assert text.count("<td>FLAGGED</td>") == len(flags) + sum(o["flagged"] for o in document["rounds"][-1]["equalised_odds"])
+    assert text.count("<td>FLAGGED</td>") == len(flags) + sum(
+        o["flagged"] for o in document["rounds"][-1]["equalised_odds"]
+    )
     assert document["summary"][0].startswith(f"{len(flags)} gap")
     women = next(g for g in flags if g["worst_group"] == "sex=female" and g["measure"] == "dice_myocardium")
     assert f"{women['shortfall']:.3f}" in text

@@ -135,8 +135,16 @@ def _record(index: int, sex: str) -> SiteCaseRecord:
     attributes = SubgroupAttributes(sex=sex, age_band="40-59", ethnicity="White", vendor="GE", field_strength="3T")
     scar = index % 2 == 0
     metrics = {
-        "dice_myocardium": 0.8, "dice_scar": 0.5 if scar else float("nan"), "scar_burden_percent_reference": 5.0,
-        "scar_burden_percent_predicted": 5.0, "scar_burden_abs_error": 0.0,
+        "dice_myocardium": 0.8,
+        "dice_scar": 0.5 if scar else float("nan"),
+        "scar_burden_percent_reference": 5.0,
+        "scar_burden_percent_predicted": 5.0,
+        "scar_burden_abs_error": 0.0,
     }
-    return SiteCaseRecord(f"case-{index}", "site-01", attributes, metrics,
-                          {"scar_present_reference": scar, "scar_present_predicted": scar})
+    return SiteCaseRecord(
+        f"case-{index}",
+        "site-01",
+        attributes,
+        metrics,
+        {"scar_present_reference": scar, "scar_present_predicted": scar},
+    )

@@ -83,7 +83,7 @@ def _first_cell(document: dict) -> dict:
         (lambda d: d.__setitem__("version", 99), "version is 99; this server reads version 2"),
         (lambda d: d.__setitem__("format", "something else"), "these are not fairness statistics"),
         (lambda d: _first_cell(d).__setitem__("cases", -4), "cells[all].cases is -4"),
-        (lambda d: _first_cell(d).__setitem__("cases", "twelve"), "cells[all].cases is 'twelve', expected a whole number"),
+        (lambda d: _first_cell(d).__setitem__("cases", "twelve"), "cases is 'twelve', expected a whole number"),
         (lambda d: _first_cell(d).__setitem__("cases", 12.0), "expected a whole number"),
         (
             lambda d: _first_cell(d)["calls"]["scar_present"]["positive"].__setitem__("called_positive", 10**6),

@@ -19,6 +19,7 @@ from cmr.phantom.mapping_consortium import generate_mapping_consortium
 from cmr.store import CaseStore
 from tasks import get_task
 from tasks.base import TrainSettings
+from tasks.mapping import MotionRobustT1Mapping
 from tasks.mapping.data import network_input, random_frame_motion
 from tasks.mapping.inference import predict_t1_map
 
@@ -59,7 +60,9 @@ def test_a_site_ingests_each_molli_series_from_dicom_with_its_times_reference_an
     for case in cases:
         assert case.frames.shape[0] == (8 if case.contrast == NATIVE else 9)  # 5(3)3 and 4(1)3(1)2
         assert np.all(np.diff(case.inversion_times_ms) > 0)
-        assert case.reference_t1_ms.shape == case.frames.shape[1:] == case.tissue_mask.shape
+        tissue_mask = case.tissue_mask
+        assert tissue_mask is not None  # ingested with its mask
+        assert case.reference_t1_ms.shape == case.frames.shape[1:] == tissue_mask.shape
         assert not case.entry.has_mask  # the LGE task never mistakes it for one of its cases
         assert case.entry.attributes.ethnicity != "unknown"  # from the manifest
     site_haematocrits = sorted(round(c["haematocrit"], 4) for c in truth if c["site_id"] == "site-01")
@@ -119,7 +122,7 @@ def test_synthetic_motion_moves_each_frame_on_its_own_and_leaves_the_times_alone
 
 
 def test_the_task_trains_and_scores_each_study_with_its_attributes(mapping_sites: list[Path], mapping_hospitals: Path):
-    task = get_task("mapping")
+    task = MotionRobustT1Mapping()
     store = CaseStore(mapping_sites[0])
     torch.manual_seed(0)
     model = task.build_model()
@@ -152,7 +155,7 @@ def test_dp_sgd_trains_the_mapping_network_over_patients_for_the_planned_steps(m
 
     from privacy.dp_sgd import DpSgdRequest, plan_round
 
-    task = get_task("mapping")
+    task = MotionRobustT1Mapping()
     store = CaseStore(mapping_sites[1])
     request = DpSgdRequest(
         max_grad_norm=1.0,
@@ -173,7 +176,7 @@ def test_dp_sgd_trains_the_mapping_network_over_patients_for_the_planned_steps(m
 
 
 def test_group_balanced_sampling_trains_the_mapping_network(mapping_sites: list[Path]):
-    task = get_task("mapping")
+    task = MotionRobustT1Mapping()
     settings = TrainSettings(
         batch_size=4, local_epochs=10, max_steps=2, fairness_mitigation="group-balanced", balance_attribute="sex"
     )
@@ -189,7 +192,7 @@ def test_group_balanced_sampling_trains_the_mapping_network(mapping_sites: list[
 
 
 def test_predict_t1_map_uses_a_saved_model_and_refuses_another_tasks(mapping_sites: list[Path], tmp_path: Path):
-    task = get_task("mapping")
+    task = MotionRobustT1Mapping()
     model = task.build_model()
     path = tmp_path / "final_model.pt"
     torch.save({"task": "mapping", "state_dict": model.state_dict()}, path)

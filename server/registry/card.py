@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from cmrfl.protocol import Metric
 from server.registry.signing import WEIGHTS_FILE, file_sha256
 from tasks import get_task
 from tasks.base import Task
@@ -72,7 +73,7 @@ def _sites(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "site": site,
-            "training_slices": int(last_train.get(site, {}).get("num-examples", 0)),
+            "training_slices": int(last_train.get(site, {}).get(Metric.NUM_EXAMPLES, 0)),
             "validation_cases": int(per_site.get(site, {}).get("cases_evaluated", 0)),
         }
         for site in summary["sites"]

@@ -16,19 +16,22 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from cmrfl.protocol import Metric as ProtocolMetric
+from cmrfl.protocol import wire_name
 from server.registry.card import read_summary
+from server.registry.signing import WEIGHTS_FILE
+from tasks import get_task
 
 EXPERIMENT = "cmrfl-federated-training"
-ARTIFACTS = ("summary.json", "metrics.csv", "fairness-audit.html", "fairness-audit.json", "dice_per_round.png")
-# Flower's metric names → names in MLflow (underscores, as in summary.json and metrics.csv)
-EVALUATE_METRICS = {
-    "dice-myocardium": "dice_myocardium",
-    "dice-scar": "dice_scar",
-    "scar-burden-abs-error": "scar_burden_abs_error_percent",
-    "loss": "validation_loss",
-    "num-examples": "validation_cases",
+# Always logged beside the task's own outputs (summary.json "outputs": figures, reports)
+ARTIFACTS = ("summary.json", "metrics.csv")
+# Flower's metric names → names in MLflow (underscores, as in summary.json and metrics.csv);
+# the task's headline metrics are added by their summary.json names (evaluate_metrics).
+COMMON_EVALUATE_METRICS = {
+    ProtocolMetric.LOSS.value: "validation_loss",
+    ProtocolMetric.NUM_EXAMPLES.value: "validation_cases",
 }
-TRAIN_METRICS = {"train-loss": "train_loss", "num-examples": "training_slices", "dp-epsilon": "dp_sgd_epsilon"}
+TRAIN_METRICS = {ProtocolMetric.TRAIN_LOSS.value: "train_loss", ProtocolMetric.NUM_EXAMPLES.value: "training_slices"}
 MAX_BATCH = 1000  # MLflow's log_batch limit on metrics
 
 
@@ -36,8 +39,15 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def evaluate_metrics(task_name: str) -> dict[str, str]:
+    """History metric → MLflow name: the task's headline figures, the loss and the case count."""
+    headline = get_task(task_name).headline
+    return {wire_name(metric): key for key, metric in headline.items()} | COMMON_EVALUATE_METRICS
+
+
 def round_metrics(summary: dict[str, Any], timestamp_ms: int) -> list[Metric]:
     metrics: list[Metric] = []
+    evaluated = evaluate_metrics(summary["task"])
 
     def add(key: str, value: Any, step: int) -> None:
         if _finite(value):
@@ -46,19 +56,17 @@ def round_metrics(summary: dict[str, Any], timestamp_ms: int) -> list[Metric]:
     for entry in summary["rounds_detail"]:
         step = int(entry["round"])
         evaluate, train = entry.get("evaluate", {}), entry.get("train", {})
-        for source, name in EVALUATE_METRICS.items():
+        for source, name in evaluated.items():
             add(f"consortium/{name}", evaluate.get("global", {}).get(source), step)
             for site, values in evaluate.get("sites", {}).items():
                 add(f"{site}/{name}", values.get(source), step)
         for source, name in TRAIN_METRICS.items():
-            if source == "dp-epsilon":
-                continue
             add(f"consortium/{name}", train.get("global", {}).get(source), step)
         for site, values in train.get("sites", {}).items():
-            add(f"{site}/train_loss", values.get("train-loss"), step)
-            add(f"{site}/training_slices", values.get("num-examples"), step)
-            if values.get("dp-sgd"):
-                add(f"privacy/{site}_dp_sgd_epsilon", values.get("dp-epsilon"), step)
+            for source, name in TRAIN_METRICS.items():
+                add(f"{site}/{name}", values.get(source), step)
+            if values.get(ProtocolMetric.DP_SGD):
+                add(f"privacy/{site}_dp_sgd_epsilon", values.get(ProtocolMetric.DP_EPSILON), step)
         add("privacy/client_level_epsilon", entry.get("client_dp", {}).get("epsilon"), step)
         add("round_seconds", entry.get("seconds"), step)
         add("failed_sites", len(entry.get("failures", [])), step)
@@ -116,8 +124,9 @@ def log_run_dir(
         for start in range(0, len(metrics), MAX_BATCH):
             client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
         client.log_batch(run_id, tags=[RunTag("cmrfl.privacy", json.dumps(summary.get("privacy", {}))[:5000])])
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
+        outputs = [Path(path).name for path in summary.get("outputs", {}).values()]
+        for name in dict.fromkeys((*ARTIFACTS, *outputs)):
+            if (run_dir / name).is_file() and name != WEIGHTS_FILE:  # the weights go to the registry, signed
                 client.log_artifact(run_id, str(run_dir / name))
     except Exception:
         client.set_terminated(run_id, "FAILED")

@@ -31,8 +31,10 @@ MAPPING_AUDIT_SPEC = AuditSpec(
         _t1_error("myocardial_t1_abs_error_ms", "Error in native myocardial T1", "the heart muscle (myocardium)", 20.0),
         _t1_error("blood_t1_abs_error_ms", "Error in native blood T1", "the left-ventricular blood pool", 30.0),
         _t1_error(
-            "post_myocardial_t1_abs_error_ms", "Error in post-contrast myocardial T1",
-            "the myocardium after contrast", 15.0,
+            "post_myocardial_t1_abs_error_ms",
+            "Error in post-contrast myocardial T1",
+            "the myocardium after contrast",
+            15.0,
         ),
         MetricInfo(
             name="ecv_abs_error_percent",
