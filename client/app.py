@@ -26,8 +26,16 @@ from flwr.clientapp import ClientApp
 from client.egress import egress_log_mod
 from client.mods import SITE_MODS
 from client.site import resolve_site
-from cmrfl.protocol import EvaluateInstruction, EvaluateReply, Metric, Record, TrainInstruction, TrainReply
-from cmrfl.protocol import count_key, sum_key
+from cmrfl.protocol import (
+    EvaluateInstruction,
+    EvaluateReply,
+    Metric,
+    Record,
+    TrainInstruction,
+    TrainReply,
+    count_key,
+    sum_key,
+)
 from fairness.records import write_case_records
 from fairness.site import fairness_statistics_to_send
 from privacy.budget import BUDGET_DECLINED_ERROR_CODE, SitePrivacy, privacy_metrics
@@ -69,7 +77,7 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
     # DP clipping and the update guard (client/mods.py).
     app = ClientApp(mods=[egress_log_mod(site_dir_of), *SITE_MODS])
 
-    def model_for(task_name: str, msg: Message):  # noqa: ANN202 - torch is imported lazily
+    def model_for(task_name: str, msg: Message):
         from tasks import get_task
 
         task = get_task(task_name)
@@ -94,8 +102,11 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
             from privacy.dp_sgd import plan_round
 
             plan = plan_round(
-                request, task.training_patients(site.store), settings.batch_size,
-                settings.local_epochs, settings.max_steps,
+                request,
+                task.training_patients(site.store),
+                settings.batch_size,
+                settings.local_epochs,
+                settings.max_steps,
             )
             declined = site_privacy.decline_over_budget(plan, run_id, server_round)
             settings = replace(settings, privacy=plan)

@@ -32,8 +32,8 @@ from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
+from cmrfl.protocol import Metric, Record
 from privacy.guards import check_update, model_update
-from cmrfl.protocol import Metric
 from privacy.settings import KEY_CLIENT_DP, KEY_MAX_UPDATE_NORM, KEY_UNIFORM_SITE_WEIGHTS
 
 log = logging.getLogger("cmrfl.site")
@@ -145,12 +145,12 @@ def _refuse(msg: Message, reason: str) -> Message:
 
 def _train_config(msg: Message) -> ConfigRecord:
     records = msg.content.config_records
-    if "config" in records:
-        return records["config"]
+    if Record.CONFIG in records:
+        return records[Record.CONFIG]
     return next(iter(records.values())) if len(records) == 1 else ConfigRecord()
 
 
-def _arrays(content) -> dict[str, np.ndarray]:  # noqa: ANN001 (a RecordDict)
+def _arrays(content) -> dict[str, np.ndarray]:
     key = _single_key(content.array_records, "instruction")
     return _named(content.array_records[key])
 
@@ -159,7 +159,7 @@ def _named(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in record.items()}
 
 
-def _single_key(records, what: str) -> str:  # noqa: ANN001 (a typed view of a RecordDict)
+def _single_key(records, what: str) -> str:
     if len(records) != 1:
         raise ValueError(f"training {what} must carry exactly one ArrayRecord, found {len(records)}")
     return next(iter(records))
@@ -177,5 +177,7 @@ def _warn_if_quantisation_clips(update: dict[str, np.ndarray], weight: int, cont
         log.warning(
             "%d update values exceed the SecAgg+ clipping range %.3g (after weighting by "
             "%.3g) and are clipped: raise secagg-clipping-range or secagg-max-weight",
-            clipped, limit, ratio,
+            clipped,
+            limit,
+            ratio,
         )

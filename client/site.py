@@ -89,10 +89,14 @@ def site_suppression_threshold(site_dir: Path) -> int:
 def _suppression_threshold(table: dict[str, Any], config_path: Path) -> int:
     unknown = sorted(set(table) - {"suppression-threshold"})
     if unknown:
-        raise SiteConfigError(f"{config_path}: [fairness] has unknown key(s) {', '.join(unknown)}; known: suppression-threshold")
+        raise SiteConfigError(
+            f"{config_path}: [fairness] has unknown key(s) {', '.join(unknown)}; known: suppression-threshold"
+        )
     value = table.get("suppression-threshold", DEFAULT_SUPPRESSION_THRESHOLD)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SiteConfigError(f"{config_path}: [fairness] suppression-threshold={value!r} must be a whole number, 1 or more")
+        raise SiteConfigError(
+            f"{config_path}: [fairness] suppression-threshold={value!r} must be a whole number, 1 or more"
+        )
     return value
 
 
@@ -102,6 +106,4 @@ def resolve_site(node_config: dict[str, Any], simulated_site_dirs: list[Path] | 
         return load_site(Path(str(node_config["site-dir"])))
     if simulated_site_dirs is not None and "partition-id" in node_config:
         return load_site(simulated_site_dirs[int(node_config["partition-id"])])
-    raise SiteNotFoundError(
-        "this SuperNode has no site folder: start it with --node-config 'site-dir=\"/path\"'"
-    )
+    raise SiteNotFoundError("this SuperNode has no site folder: start it with --node-config 'site-dir=\"/path\"'")

@@ -14,6 +14,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
+from typing import Protocol
 
 from cmr.attributes import UNKNOWN, SubgroupAttributes
 
@@ -213,14 +214,20 @@ def normalise_ethnicity(text: object) -> str:
 # ---------------------------------------------------------------- everything together
 
 
-def _study_date(header: Mapping[str, object]) -> object:
+class Header(Protocol):
+    """What the attributes are read from: anything with ``.get(keyword)``, a pydicom Dataset or a dict."""
+
+    def get(self, keyword: str, /) -> object: ...
+
+
+def _study_date(header: Header) -> object:
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
         if header.get(keyword):
             return header.get(keyword)
     return None
 
 
-def subgroup_attributes(header: Mapping[str, object], overrides: Mapping[str, str] | None = None) -> SubgroupAttributes:
+def subgroup_attributes(header: Header, overrides: Mapping[str, str] | None = None) -> SubgroupAttributes:
     """Attributes from a DICOM header (keyword → value) with manifest overrides.
 
     ``header`` is anything with ``.get(keyword)``: a pydicom Dataset or a dict.

@@ -50,7 +50,9 @@ def phantom(
     sites: Annotated[int, typer.Option(min=1, help="Number of hospitals.")] = 3,
     cases_per_site: Annotated[int, typer.Option(min=1, help="Patients per hospital.")] = 24,
     seed: Annotated[int, typer.Option(help="Everything is deterministic for a seed.")] = 0,
-    task: Annotated[str, typer.Option(help="The task whose acquisitions to render (cmrfl demo --help lists them).")] = "lge",
+    task: Annotated[
+        str, typer.Option(help="The task whose acquisitions to render (cmrfl demo --help lists them).")
+    ] = "lge",
     max_motion_mm: Annotated[
         float | None, typer.Option(min=0, help="Motion between frames, up to this (tasks whose phantom takes it).")
     ] = None,
@@ -67,15 +69,20 @@ def phantom(
         bar = progress.add_task("Generating", total=sites * cases_per_site)
         try:
             recipe.generate(
-                out, sites, cases_per_site, seed, on_case_written=lambda: progress.advance(bar),
-                workers=workers or os.cpu_count() or 1, **options,
+                out,
+                sites,
+                cases_per_site,
+                seed,
+                on_case_written=lambda: progress.advance(bar),
+                workers=workers or os.cpu_count() or 1,
+                **options,
             )
         except TypeError as unknown:
             fail(f"--task {task}: its phantom does not take these options ({unknown})")
     console.print(f"Wrote {sites} hospitals × {cases_per_site} cases to [bold]{out}[/]")
 
 
-def _demo_recipe(task: str):  # noqa: ANN202 - tasks.base is imported lazily (torch)
+def _demo_recipe(task: str):
     from tasks import get_task, task_names
     from tasks.registry import UnknownTaskError
 
@@ -142,7 +149,9 @@ def site_privacy(
 
 @app.command()
 def demo(
-    task: Annotated[str, typer.Option(help="Any registered task: lge (scar segmentation), mapping (T1 maps), ...")] = "lge",
+    task: Annotated[
+        str, typer.Option(help="Any registered task: lge (scar segmentation), mapping (T1 maps), ...")
+    ] = "lge",
     sites: Annotated[int, typer.Option(min=2, help="Number of synthetic hospitals.")] = 3,
     cases_per_site: Annotated[
         int | None,
@@ -150,22 +159,24 @@ def demo(
     ] = None,
     rounds: Annotated[int | None, typer.Option(min=1, help="Federated rounds (default: the task's; lge 10).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
-    strategy: Annotated[str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")] = "fedavg",
+    strategy: Annotated[
+        str, typer.Option(help="fedavg, fedprox, fedadam, fedmedian, fedtrimmedavg or krum.")
+    ] = "fedavg",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     dp_sgd: Annotated[
         bool, typer.Option(help="Patient-level DP-SGD at every site (Opacus), to the target ε below.")
     ] = False,
-    epsilon: Annotated[
-        float, typer.Option(min=0.01, help="Each site's target ε for the whole run (δ = 1e-5).")
-    ] = 8.0,
+    epsilon: Annotated[float, typer.Option(min=0.01, help="Each site's target ε for the whole run (δ = 1e-5).")] = 8.0,
     secure_aggregation: Annotated[
         bool, typer.Option(help="Masked model updates: the server sees only their sum (SecAgg+).")
     ] = True,
     register: Annotated[
         bool,
-        typer.Option(help="Register the signed model: in the registry at MLFLOW_TRACKING_URI (as its admin, "
-                     "MLFLOW_TRACKING_USERNAME/PASSWORD) when set, else in the demo's own registry in OUT/registry, "
-                     "which a demo site then pulls from; --no-register only signs it. See docs/registry.md."),
+        typer.Option(
+            help="Register the signed model: in the registry at MLFLOW_TRACKING_URI (as its admin, "
+            "MLFLOW_TRACKING_USERNAME/PASSWORD) when set, else in the demo's own registry in OUT/registry, "
+            "which a demo site then pulls from; --no-register only signs it. See docs/registry.md."
+        ),
     ] = True,
     compare_mitigation: Annotated[
         bool,
@@ -214,7 +225,9 @@ def audit_report(
     run_dir: Annotated[Path, typer.Argument(help="The run folder (holds fairness/round-NNN.json).")],
     baseline: Annotated[
         Path | None,
-        typer.Option(help="Another run of the same task (e.g. without the fairness mitigation): adds a before-and-after section."),
+        typer.Option(
+            help="Another run of the same task (e.g. without the fairness mitigation): adds a before-and-after section."
+        ),
     ] = None,
 ) -> None:
     """Write RUN_DIR/fairness-audit.html and .json from the subgroup statistics the sites sent."""

@@ -45,12 +45,23 @@ def pki_init(
     out: Annotated[Path, typer.Option(help="Folder for the consortium's CA, SuperLink certificate and signing keys.")],
     superlink_host: Annotated[
         list[str] | None,
-        typer.Option(help="A DNS name or IP address sites use to reach the SuperLink (repeatable); "
-                          "localhost, 127.0.0.1 and ::1 are always included."),
+        typer.Option(
+            help="A DNS name or IP address sites use to reach the SuperLink (repeatable); "
+            "localhost, 127.0.0.1 and ::1 are always included."
+        ),
     ] = None,
 ) -> None:
     """Create the consortium CA, the SuperLink's TLS certificate and the model-signing key pair."""
-    from server.pki import CA_CERT, CA_KEY, MODEL_SIGNING_KEY, MODEL_SIGNING_PUB, SUPERLINK_CERT, SUPERLINK_KEY, PkiError, init_pki
+    from server.pki import (
+        CA_CERT,
+        CA_KEY,
+        MODEL_SIGNING_KEY,
+        MODEL_SIGNING_PUB,
+        SUPERLINK_CERT,
+        SUPERLINK_KEY,
+        PkiError,
+        init_pki,
+    )
 
     try:
         files = init_pki(out, superlink_host or [])
@@ -60,13 +71,19 @@ def pki_init(
     for name, what in (
         (CA_CERT, "consortium CA certificate: give to every site (cmrfl site init --ca)"),
         (CA_KEY, "CA private key (0600): keep offline; signs SuperLink certificates"),
-        (SUPERLINK_CERT, "SuperLink TLS certificate, names: " + ", ".join(["localhost", "127.0.0.1", "::1", *(superlink_host or [])])),
+        (
+            SUPERLINK_CERT,
+            "SuperLink TLS certificate, names: "
+            + ", ".join(["localhost", "127.0.0.1", "::1", *(superlink_host or [])]),
+        ),
         (SUPERLINK_KEY, "SuperLink TLS private key (0600): stays on the SuperLink host"),
         (MODEL_SIGNING_KEY, "model-signing private key (0600): signs released models"),
         (MODEL_SIGNING_PUB, "model-signing public key: give to every site (cmrfl site init --model-signing-key)"),
     ):
         console.print(f"  {files.path(name)}  {what}")
-    console.print(f"Distribute to sites: {files.path(CA_CERT)} and {files.path(MODEL_SIGNING_PUB)}. Never send a .key file.")
+    console.print(
+        f"Distribute to sites: {files.path(CA_CERT)} and {files.path(MODEL_SIGNING_PUB)}. Never send a .key file."
+    )
 
 
 @server_app.command("start", context_settings=_PASS_THROUGH)
@@ -75,7 +92,9 @@ def server_start(
     pki: Annotated[Path, typer.Option(help="The folder 'cmrfl pki init' wrote.")],
     state_dir: Annotated[Path, typer.Option(help="Folder for the SuperLink's database (runs, registered SuperNodes).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTPS port for SuperNodes, flwr and the ServerApp.")] = 9092,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="HTTPS port for SuperNodes, flwr and the ServerApp.")
+    ] = 9092,
 ) -> None:
     """Run Flower's SuperLink with TLS and SuperNode authentication (extra options go to flower-superlink)."""
     from server.pki import PkiError
@@ -90,7 +109,9 @@ def server_start(
     console.print("Starting the SuperLink (TLS, SuperNode authentication on):")
     for line in settings.listening():
         console.print(f"  {line}")
-    console.print(f"Admit a site: cmrfl server register-site --pki {pki} --superlink HOST:{port} SITE_DIR/keys/supernode.pub")
+    console.print(
+        f"Admit a site: cmrfl server register-site --pki {pki} --superlink HOST:{port} SITE_DIR/keys/supernode.pub"
+    )
     _exec(command)
 
 
@@ -132,8 +153,10 @@ def site_init(
     console.print(f"  {federation.ca_cert}" + (f", {federation.model_signing_key}" if model_signing_key else ""))
     if model_signing_key is None:
         console.print("  no model-signing key pinned: add the consortium's model-signing.pub with --model-signing-key")
-    console.print("Send this public key to the consortium to be registered "
-                  f"(cmrfl server register-site ... {federation.public_key}):")
+    console.print(
+        "Send this public key to the consortium to be registered "
+        f"(cmrfl server register-site ... {federation.public_key}):"
+    )
     console.print(federation.public_key.read_text().strip(), markup=False)
 
 
@@ -147,20 +170,24 @@ def site_check(
     results = run_site_checks(site_dir, check_connection=not offline)
     style = {OK: "[green]ok[/]     ", INFO: "[blue]info[/]   "}
     for result in results:
-        console.print(f"{style.get(result.status, '[bold red]problem[/]')} {escape(result.name)}: {escape(result.detail)}")
+        console.print(
+            f"{style.get(result.status, '[bold red]problem[/]')} {escape(result.name)}: {escape(result.detail)}"
+        )
         if result.fix:
             console.print(f"          → {escape(result.fix)}")
     problems = [r for r in results if r.status not in (OK, INFO)]
     if has_problems(results):
         console.print(f"[bold red]{len(problems)} problem(s)[/]: fix them before 'cmrfl site join'.")
         raise typer.Exit(1)
-    console.print("[green]All checks passed.[/] Join with: " f"cmrfl site join --site-dir {site_dir}")
+    console.print(f"[green]All checks passed.[/] Join with: cmrfl site join --site-dir {site_dir}")
 
 
 def site_join(
     ctx: typer.Context,
     site_dir: Annotated[Path, typer.Option(help="The site's folder.")],
-    clientapp_port: Annotated[int, typer.Option(min=1, max=65535, help="Loopback port for the SuperNode's own ClientApp processes.")] = 9094,
+    clientapp_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Loopback port for the SuperNode's own ClientApp processes.")
+    ] = 9094,
 ) -> None:
     """Run Flower's SuperNode for this site: its data, its key, the pinned CA (extra options go to flower-supernode)."""
     from client.join import supernode_command
@@ -170,15 +197,21 @@ def site_join(
         command = supernode_command(site_dir, clientapp_port, list(ctx.args))
     except (SiteConfigError, SiteNotFoundError, FileNotFoundError) as problem:
         fail(str(problem))
-    console.print(f"Joining the federation at {command[command.index('--superlink') + 1]} as {site_dir} (outbound HTTPS only)")
+    console.print(
+        f"Joining the federation at {command[command.index('--superlink') + 1]} as {site_dir} (outbound HTTPS only)"
+    )
     _exec(command)
 
 
 def train(
     superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate that verifies the SuperLink.")],
-    run_config: Annotated[str | None, typer.Option(help='Run config overrides, e.g. "num-server-rounds=10 run-dir=\'runs/x\'".')] = None,
-    federation_name: Annotated[str | None, typer.Option(help="The federation on the SuperLink, if not its default.")] = None,
+    run_config: Annotated[
+        str | None, typer.Option(help="Run config overrides, e.g. \"num-server-rounds=10 run-dir='runs/x'\".")
+    ] = None,
+    federation_name: Annotated[
+        str | None, typer.Option(help="The federation on the SuperLink, if not its default.")
+    ] = None,
 ) -> None:
     """Submit the cmrfl app to the federation (flwr run) and follow it to the end; exit code is the run's."""
     from cmrfl.recipe import FederationRecipe, parse_run_config

@@ -8,7 +8,7 @@ and median are printed; ECV also takes its blood-pool reference from it.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -25,7 +25,7 @@ console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     fit = "fit"
     network = "network"
 
@@ -53,8 +53,10 @@ def _read(series_dir: Path, kind: str):
 
 
 def _labels(mask: Path | None, series) -> np.ndarray | None:
-    if mask is None:
-        return None
+    return None if mask is None else _load_labels(mask, series)
+
+
+def _load_labels(mask: Path, series) -> np.ndarray:
     from cmr.masks import MaskMismatch
     from cmr.parametric_map import load_label_mask
 
@@ -91,7 +93,10 @@ def _report(name: str, unit: str, values: np.ndarray, labels: np.ndarray | None,
     for column in ("pixels", f"mean ({unit})", f"SD ({unit})", f"median ({unit})", "no fit"):
         table.add_column(column, justify="right")
     table.add_row(
-        str(stats.n_pixels), f"{stats.mean * scale:.1f}", f"{stats.sd * scale:.1f}", f"{stats.median * scale:.1f}",
+        str(stats.n_pixels),
+        f"{stats.mean * scale:.1f}",
+        f"{stats.sd * scale:.1f}",
+        f"{stats.median * scale:.1f}",
         str(stats.n_invalid),
     )
     console.print(table)
@@ -175,7 +180,13 @@ def map_ecv(
     post_dir: Annotated[Path, typer.Argument(help="Post-contrast MOLLI series folder (same slice).")],
     out: Out,
     haematocrit: Annotated[float, typer.Option(help="Haematocrit as a fraction (0.42) or percent (42).")],
-    mask: Annotated[Path, typer.Option("--mask", help="cmr.labels mask of the slice: LV blood pool (1) for the reference, myocardium (2, 3) for statistics.")],
+    mask: Annotated[
+        Path,
+        typer.Option(
+            "--mask",
+            help="cmr.labels mask of the slice: LV blood pool (1) for the reference, myocardium (2, 3) for statistics.",
+        ),
+    ],
     method: Annotated[Method, typer.Option(help="Only fit.")] = Method.fit,
 ) -> None:
     """ECV map (fraction) from native and post-contrast MOLLI, haematocrit and the blood pool."""
@@ -192,14 +203,19 @@ def map_ecv(
     native, post = _read(native_dir, "t1"), _read(post_dir, "t1")
     if native.frames.shape[1:] != post.frames.shape[1:] or not affines_match(native.affine_ras(), post.affine_ras()):
         fail(f"{post_dir}: the post-contrast series is not on the native series' slice and grid ({native_dir})")
-    labels = _labels(mask, native)
+    labels = _load_labels(mask, native)
     if not blood_pool(labels).any():
         fail(f"{mask}: holds no LV blood pool (label 1); ECV needs it as the blood reference")
     native_t1, _ = _fit_t1(native, True)
     post_t1, _ = _fit_t1(post, True)
     try:
-        result = ecv_from_maps(native_t1, post_t1, blood_pool(labels), haematocrit,
-                               myocardium(labels) if myocardium(labels).any() else None)
+        result = ecv_from_maps(
+            native_t1,
+            post_t1,
+            blood_pool(labels),
+            haematocrit,
+            myocardium(labels) if myocardium(labels).any() else None,
+        )
     except ValueError as error:
         fail(str(error))
     _write(out, result.ecv_map, native)

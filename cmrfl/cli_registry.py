@@ -21,16 +21,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-registry_app = typer.Typer(help="The consortium model registry (MLflow) and what sites pull from it.",
-                           no_args_is_help=True)
+registry_app = typer.Typer(
+    help="The consortium model registry (MLflow) and what sites pull from it.", no_args_is_help=True
+)
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
-TrackingUri = Annotated[str, typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                                          help="The registry's address, e.g. https://registry.example.org.")]
+TrackingUri = Annotated[
+    str,
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="The registry's address, e.g. https://registry.example.org.",
+    ),
+]
 Username = Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_USERNAME", help="Account name.")]
-Password = Annotated[str | None, typer.Option(envvar="MLFLOW_TRACKING_PASSWORD", show_envvar=True,
-                                              help="Account password (prefer the environment variable).")]
+Password = Annotated[
+    str | None,
+    typer.Option(
+        envvar="MLFLOW_TRACKING_PASSWORD", show_envvar=True, help="Account password (prefer the environment variable)."
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -71,19 +82,40 @@ def _registry_errors(tracking_uri: str) -> Iterator[None]:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (put TLS in front for other hosts).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 5000,
-    data_dir: Annotated[Path, typer.Option(help="Folder for the default SQLite stores, artifacts and auth config.")] = Path("registry"),
-    backend_store_uri: Annotated[str | None, typer.Option(help="Tracking and registry database, e.g. postgresql://… (default: SQLite in DATA_DIR).")] = None,
-    artifacts_destination: Annotated[str | None, typer.Option(help="Artifact root, e.g. s3://bucket/path (default: DATA_DIR/artifacts).")] = None,
-    auth_database_uri: Annotated[str | None, typer.Option(help="Accounts and permissions database (default: SQLite in DATA_DIR).")] = None,
-    admin_username: Annotated[str, typer.Option(help="The consortium admin account (password: MLFLOW_AUTH_ADMIN_PASSWORD).")] = "admin",
-    admin_password_file: Annotated[Path | None, typer.Option(help="Read the admin password from this file instead of MLFLOW_AUTH_ADMIN_PASSWORD (the demo's: OUT/registry/admin-password).")] = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Folder for the default SQLite stores, artifacts and auth config.")
+    ] = Path("registry"),
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(help="Tracking and registry database, e.g. postgresql://… (default: SQLite in DATA_DIR)."),
+    ] = None,
+    artifacts_destination: Annotated[
+        str | None, typer.Option(help="Artifact root, e.g. s3://bucket/path (default: DATA_DIR/artifacts).")
+    ] = None,
+    auth_database_uri: Annotated[
+        str | None, typer.Option(help="Accounts and permissions database (default: SQLite in DATA_DIR).")
+    ] = None,
+    admin_username: Annotated[
+        str, typer.Option(help="The consortium admin account (password: MLFLOW_AUTH_ADMIN_PASSWORD).")
+    ] = "admin",
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the admin password from this file instead of MLFLOW_AUTH_ADMIN_PASSWORD "
+            "(the demo's: OUT/registry/admin-password)."
+        ),
+    ] = None,
 ) -> None:
     """Run the registry: MLflow tracking server and Model Registry with basic authentication."""
     from server.registry.service import RegistrySettings, server_command
 
     settings = RegistrySettings(
-        host=host, port=port, data_dir=data_dir, backend_store_uri=backend_store_uri,
-        artifacts_destination=artifacts_destination, auth_database_uri=auth_database_uri,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        auth_database_uri=auth_database_uri,
         admin_username=admin_username,
     )
     admin_password = None
@@ -113,7 +145,12 @@ def add_site_user(
     tracking_uri: TrackingUri,
     username: Username = None,
     password: Password = None,
-    site_password: Annotated[str | None, typer.Option(envvar="CMRFL_SITE_PASSWORD", help="The new account's password (default: a random one, printed once).")] = None,
+    site_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CMRFL_SITE_PASSWORD", help="The new account's password (default: a random one, printed once)."
+        ),
+    ] = None,
 ) -> None:
     """(Admin) Create a site account that may read registered models and nothing else."""
     with warnings.catch_warnings():  # MLflow's auth client imports its server, which warns about Starlette
@@ -194,18 +231,30 @@ def list_models(tracking_uri: TrackingUri, username: Username = None, password: 
                 aliases.setdefault(str(version), []).append(alias)
             for version in client.search_model_versions(f"name='{model.name}'"):
                 created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC)
-                table.add_row(model.name, version.version, ", ".join(aliases.get(version.version, [])),
-                              created.strftime("%Y-%m-%d %H:%M"), version.tags.get("weights_sha256", "")[:16] + "…")
+                table.add_row(
+                    model.name,
+                    version.version,
+                    ", ".join(aliases.get(version.version, [])),
+                    created.strftime("%Y-%m-%d %H:%M"),
+                    version.tags.get("weights_sha256", "")[:16] + "…",
+                )
     console.print(table)
 
 
 @registry_app.command("pull")
 def pull(
     model: Annotated[str, typer.Argument(help="MODEL (alias approved), MODEL@ALIAS or MODEL:VERSION.")],
-    site_dir: Annotated[Path, typer.Option(help="The site's folder (trust/model-signing.pub; models land in models/).")],
-    tracking_uri: Annotated[str | None, typer.Option(
-        "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-        help="The registry's address (default: the one in SITE_DIR/registry-account.toml).")] = None,
+    site_dir: Annotated[
+        Path, typer.Option(help="The site's folder (trust/model-signing.pub; models land in models/).")
+    ],
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            envvar="MLFLOW_TRACKING_URI",
+            help="The registry's address (default: the one in SITE_DIR/registry-account.toml).",
+        ),
+    ] = None,
     username: Username = None,
     password: Password = None,
 ) -> None:
@@ -229,8 +278,10 @@ def pull(
         username, password = account.username, account.password
     tracking_uri = tracking_uri or (account.tracking_uri if account else None)
     if not tracking_uri:
-        fail(f"no registry: set MLFLOW_TRACKING_URI or --tracking-uri (or keep the site's account in "
-             f"{site_dir / 'registry-account.toml'})")
+        fail(
+            f"no registry: set MLFLOW_TRACKING_URI or --tracking-uri (or keep the site's account in "
+            f"{site_dir / 'registry-account.toml'})"
+        )
     _use_credentials(username, password)
     try:
         with _registry_errors(tracking_uri):
@@ -249,7 +300,9 @@ def predict(
     series_dir: Annotated[Path, typer.Argument(help="Folder holding one DICOM series (e.g. a short-axis LGE stack).")],
     site_dir: Annotated[Path, typer.Option(help="The site's folder (pulled models in models/).")],
     model: Annotated[str, typer.Option(help="MODEL (latest pulled version) or MODEL:VERSION.")],
-    out: Annotated[Path, typer.Option(help="Folder for what the model's task writes (LGE: segmentation, scar burden, overlay).")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for what the model's task writes (LGE: segmentation, scar burden, overlay).")
+    ],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Apply a pulled, verified model to one local DICOM series (its task says what it writes)."""

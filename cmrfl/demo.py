@@ -63,7 +63,9 @@ class DemoSettings:
             raise ValueError(f"--task {self.task}: the task declares no demo (no phantom hospitals for it)")
         # Fill the task's defaults in, so that everything downstream reads one number.
         for name, default in (
-            ("cases_per_site", recipe.cases_per_site), ("rounds", recipe.rounds), ("model_name", recipe.model_name),
+            ("cases_per_site", recipe.cases_per_site),
+            ("rounds", recipe.rounds),
+            ("model_name", recipe.model_name),
         ):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
@@ -86,7 +88,9 @@ def _progress(console: Console) -> Progress:
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     task = get_task(settings.task)
-    assert task.demo is not None and settings.rounds and settings.cases_per_site and settings.model_name  # __post_init__
+    assert (
+        task.demo is not None and settings.rounds and settings.cases_per_site and settings.model_name
+    )  # __post_init__
     out = settings.out
     hospitals_dir, sites_dir, run_dir = out / "hospitals", out / "sites", out / "run"
     balanced_dir = out / "run-balanced"
@@ -98,9 +102,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             shutil.rmtree(stale)
 
     with _progress(console) as progress:
-        generating = progress.add_task(
-            "Generating synthetic hospitals", total=settings.sites * settings.cases_per_site
-        )
+        generating = progress.add_task("Generating synthetic hospitals", total=settings.sites * settings.cases_per_site)
         workers = os.cpu_count() or 1
         task.demo.generate(
             hospitals_dir,
@@ -111,9 +113,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             workers=workers,
         )
         hospitals = sorted(p for p in hospitals_dir.iterdir() if p.is_dir())
-        ingesting = {
-            h.name: progress.add_task(f"Ingesting {h.name} (de-identify)", total=None) for h in hospitals
-        }
+        ingesting = {h.name: progress.add_task(f"Ingesting {h.name} (de-identify)", total=None) for h in hospitals}
         site_dirs = ingest_hospitals(
             hospitals,
             sites_dir,
@@ -126,8 +126,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         else:
             _train(site_dirs, run_dir, settings, progress, "Training, no mitigation (rounds)", "none")
             _train(
-                site_dirs, balanced_dir, settings, progress,
-                f"Training, {settings.balance_attribute}-balanced (rounds)", "group-balanced",
+                site_dirs,
+                balanced_dir,
+                settings,
+                progress,
+                f"Training, {settings.balance_attribute}-balanced (rounds)",
+                "group-balanced",
             )
 
     summary_path = run_dir / "summary.json"
@@ -156,7 +160,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
         console.print(
             f"Not registered (--no-register); register this run later with `cmrfl registry register {run_dir} "
             f"--name {settings.model_name} --signing-key {signing_key}`",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
     if settings.compare_mitigation:
         summary["compare_mitigation"] = compare_mitigation(run_dir, balanced_dir, console)
@@ -164,7 +169,12 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
 
 
 def register(
-    settings: DemoSettings, run_dir: Path, signing_key: Path, site_dirs: list[Path], hospitals_dir: Path, console: Console
+    settings: DemoSettings,
+    run_dir: Path,
+    signing_key: Path,
+    site_dirs: list[Path],
+    hospitals_dir: Path,
+    console: Console,
 ) -> dict[str, Any]:
     """Register the signed model (own registry: also site accounts and one verified pull); print how to go on."""
     started = time.monotonic()
@@ -263,7 +273,8 @@ def fairness_lines(summary: dict[str, Any]) -> list[str]:
 
 def final_table(summary: dict[str, Any], task: Task, training: str = "") -> Table:
     """The final model's headline figures per site and for all sites (the task's own)."""
-    title = f"Final global model after {summary['rounds']} rounds ({summary['strategy']}{', ' + training if training else ''})"
+    setup = f"{summary['strategy']}" + (f", {training}" if training else "")
+    title = f"Final global model after {summary['rounds']} rounds ({setup})"
     table = Table(title=title)
     columns = task.headline_labels
     for column in ("site", "cases", *columns.values()):

@@ -86,11 +86,15 @@ def check_registry_reachable(uri: str | None = None) -> str:
     try:  # MLflow's client retries a refused connection for minutes; a plain probe says it at once
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10)
     except OSError as error:
-        raise ValueError(f"--register: no registry answers at {uri} ({error}); start one with `cmrfl registry serve`") from None
+        raise ValueError(
+            f"--register: no registry answers at {uri} ({error}); start one with `cmrfl registry serve`"
+        ) from None
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except MlflowException as error:
-        raise ValueError(f"--register: the registry at {uri} does not answer: {error.message.splitlines()[0][:300]}") from None
+        raise ValueError(
+            f"--register: the registry at {uri} does not answer: {error.message.splitlines()[0][:300]}"
+        ) from None
     return uri
 
 
@@ -150,7 +154,9 @@ def register_in_own_registry(
         with mlflow_account(accounts[0].username, accounts[0].password):
             pulled = pull_model(uri, ModelReference(model_name, alias=CANDIDATE), site_dirs[0])
     if pulled.version != version.version:
-        raise RuntimeError(f"{site_dirs[0]} pulled {model_name}@{CANDIDATE} as version {pulled.version}, not {version.version}")
+        raise RuntimeError(
+            f"{site_dirs[0]} pulled {model_name}@{CANDIDATE} as version {pulled.version}, not {version.version}"
+        )
     return DemoRegistration(version.name, version.version, version.run_id, uri, registry_dir, site_dirs[0])
 
 

@@ -20,6 +20,7 @@ helpers Flower starts beneath it (SuperExec, ServerApp, ClientApp processes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -74,7 +75,11 @@ class LocalFederation:
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = (self.work_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir, env=self.environment,
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+            env=self.environment,
             start_new_session=True,  # its own process group: Flower's helpers go with it
         )
         self.processes[name] = process
@@ -90,10 +95,14 @@ class LocalFederation:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.insecure:
             command = [
-                str(_BIN / "flower-superlink"), "--insecure",
-                "--host", "127.0.0.1",
-                "--port", str(self.superlink_port),
-                "--database", str(self.work_dir / "superlink.sqlite"),
+                str(_BIN / "flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.superlink_port),
+                "--database",
+                str(self.work_dir / "superlink.sqlite"),
                 "--disable-runtime-dependency-installation",
             ]
         else:
@@ -102,11 +111,17 @@ class LocalFederation:
 
                 init_pki(self.pki_dir, [])
             command = [
-                str(_BIN / "cmrfl"), "server", "start",
-                "--pki", str(self.pki_dir),
-                "--state-dir", str(self.state_dir),
-                "--host", "127.0.0.1",
-                "--port", str(self.superlink_port),
+                str(_BIN / "cmrfl"),
+                "server",
+                "start",
+                "--pki",
+                str(self.pki_dir),
+                "--state-dir",
+                str(self.state_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.superlink_port),
             ]
         self._spawn("superlink", command)
 
@@ -116,7 +131,9 @@ class LocalFederation:
         while True:
             process = self.processes["superlink"]
             if process.poll() is not None:
-                raise RuntimeError(f"the SuperLink exited ({process.returncode}):\n{self.log_text('superlink')[-3000:]}")
+                raise RuntimeError(
+                    f"the SuperLink exited ({process.returncode}):\n{self.log_text('superlink')[-3000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.superlink_port), timeout=2) as raw:
                     if not self.insecure:
@@ -126,7 +143,9 @@ class LocalFederation:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the SuperLink did not answer on {self.superlink_address} in {timeout_s:g} s") from None
+                    raise TimeoutError(
+                        f"the SuperLink did not answer on {self.superlink_address} in {timeout_s:g} s"
+                    ) from None
                 time.sleep(0.5)
 
     # --- sites -----------------------------------------------------------------------
@@ -141,8 +160,11 @@ class LocalFederation:
         config_path = site_dir / SITE_CONFIG_FILE
         initialised = config_path.is_file() and "[federation]" in config_path.read_text()
         federation = (
-            load_site_federation(site_dir) if initialised
-            else init_site(site_dir, site_dir.name, self.superlink_address, self.ca_cert, self.pki_dir / "model-signing.pub")
+            load_site_federation(site_dir)
+            if initialised
+            else init_site(
+                site_dir, site_dir.name, self.superlink_address, self.ca_cert, self.pki_dir / "model-signing.pub"
+            )
         )
         node_id = register_supernode(self.superlink_address, self.ca_cert, federation.public_key, name=federation.name)
         self.node_ids[site_dir.name] = node_id
@@ -154,25 +176,37 @@ class LocalFederation:
     def start_supernode(self, index: int) -> subprocess.Popen:
         if self.insecure:
             command = [
-                str(_BIN / "flower-supernode"), "--insecure",
-                "--superlink", self.superlink_address,
-                "--node-config", f'site-dir="{self.site_dirs[index]}"',
-                "--port", str(self.supernode_ports[index]),
-                "--max-retries", "30",
+                str(_BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                self.superlink_address,
+                "--node-config",
+                f'site-dir="{self.site_dirs[index]}"',
+                "--port",
+                str(self.supernode_ports[index]),
+                "--max-retries",
+                "30",
             ]
         else:
             command = [
-                str(_BIN / "cmrfl"), "site", "join",
-                "--site-dir", str(self.site_dirs[index]),
-                "--clientapp-port", str(self.supernode_ports[index]),
-                "--max-retries", "60",  # passed to flower-supernode: ride out a SuperLink restart
+                str(_BIN / "cmrfl"),
+                "site",
+                "join",
+                "--site-dir",
+                str(self.site_dirs[index]),
+                "--clientapp-port",
+                str(self.supernode_ports[index]),
+                "--max-retries",
+                "60",  # passed to flower-supernode: ride out a SuperLink restart
             ]
         return self._spawn(self.supernode_name(index), command)
 
     def write_connection(self) -> None:
         from server.flwr_connection import write_flwr_home
 
-        write_flwr_home(self.flwr_home, self.superlink_address, None if self.insecure else self.ca_cert, insecure=self.insecure)
+        write_flwr_home(
+            self.flwr_home, self.superlink_address, None if self.insecure else self.ca_cert, insecure=self.insecure
+        )
 
     def __enter__(self) -> LocalFederation:
         try:
@@ -196,18 +230,31 @@ class LocalFederation:
         if self.insecure:
             app_dir = app_copy(self.work_dir / "app")
             command = [
-                str(_BIN / "flwr"), "run", str(app_dir), "cmrfl",
-                "--run-config", run_config_argument(run_config), "--stream",
+                str(_BIN / "flwr"),
+                "run",
+                str(app_dir),
+                "cmrfl",
+                "--run-config",
+                run_config_argument(run_config),
+                "--stream",
             ]
         else:
             command = [
-                str(_BIN / "cmrfl"), "train",
-                "--superlink", self.superlink_address,
-                "--ca", str(self.ca_cert),
-                "--run-config", run_config_argument(run_config),
+                str(_BIN / "cmrfl"),
+                "train",
+                "--superlink",
+                self.superlink_address,
+                "--ca",
+                str(self.ca_cert),
+                "--run-config",
+                run_config_argument(run_config),
             ]
         return subprocess.Popen(
-            command, env=self.environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            command,
+            env=self.environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             start_new_session=True,
         )
 
@@ -247,7 +294,5 @@ class LocalFederation:
 
 
 def _kill_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -88,13 +88,17 @@ class Metric(StrEnum):
     DP_STEPS = "dp-steps"
 
 
+SUM_SUFFIX = "-sum"
+COUNT_SUFFIX = "-count"
+
+
 def sum_key(metric: str) -> str:
     """The reply key of a per-case metric's site-wide sum (``dice_scar`` → ``dice-scar-sum``)."""
-    return f"{wire_name(metric)}-sum"
+    return f"{wire_name(metric)}{SUM_SUFFIX}"
 
 
 def count_key(metric: str) -> str:
-    return f"{wire_name(metric)}-count"
+    return f"{wire_name(metric)}{COUNT_SUFFIX}"
 
 
 def wire_name(metric: str) -> str:

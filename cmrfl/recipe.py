@@ -71,11 +71,16 @@ class FederationRecipe:
         with LocalFederation(site_dirs, work_dir, insecure=insecure) as federation:
             return federation.run(dict(self.run_config), timeout_s=timeout_s)
 
-    def submit(self, superlink: str, ca_cert: Path | None, federation: str | None = None, **options: Any) -> TrainOutcome:
+    def submit(
+        self, superlink: str, ca_cert: Path | None, federation: str | None = None, **options: Any
+    ) -> TrainOutcome:
         """``flwr run`` against a remote SuperLink, followed to the end (``cmrfl train``)."""
         from cmrfl.train import run_config_argument, submit_and_follow
 
         return submit_and_follow(
-            superlink, ca_cert, run_config=run_config_argument(dict(self.run_config)) or None,
-            federation=federation, **options,
+            superlink,
+            ca_cert,
+            run_config=run_config_argument(dict(self.run_config)) or None,
+            federation=federation,
+            **options,
         )

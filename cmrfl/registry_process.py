@@ -73,7 +73,11 @@ def running_registry(data_dir: Path, password: str, startup_timeout_s: float = 1
     log_path = data_dir / SERVER_LOG
     with log_path.open("a") as log:
         process = subprocess.Popen(
-            command, env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -93,11 +97,12 @@ def _wait_until_healthy(uri: str, process: subprocess.Popen, log_path: Path, tim
             if process.poll() is not None:
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
                 raise RegistryStartError(
-                    f"the registry server stopped at start (exit {process.returncode}): {tail[0][:400]}; "
-                    f"see {log_path}"
+                    f"the registry server stopped at start (exit {process.returncode}): {tail[0][:400]}; see {log_path}"
                 ) from None
             if time.monotonic() > deadline:
-                raise RegistryStartError(f"the registry did not answer at {uri} within {timeout_s:.0f} s; see {log_path}") from None
+                raise RegistryStartError(
+                    f"the registry did not answer at {uri} within {timeout_s:.0f} s; see {log_path}"
+                ) from None
             time.sleep(0.3)
 
 

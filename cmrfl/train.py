@@ -83,8 +83,12 @@ def submit_and_follow(
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         lines: list[str] = []
         process = subprocess.Popen(
-            flwr_run_command(app_dir, run_config), env=environment, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
+            flwr_run_command(app_dir, run_config),
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         try:
             assert process.stdout is not None
@@ -113,10 +117,13 @@ def run_status(run_id: int, environment: dict[str, str], attempts: int = 10) -> 
     for _ in range(attempts):
         completed = subprocess.run(
             [str(FLOWER_BIN / "flwr"), "ls", CONNECTION_NAME, "--run-id", str(run_id), "--format", "json"],
-            env=environment, capture_output=True, text=True, timeout=60,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         try:
-            runs = json.loads(completed.stdout[completed.stdout.find("{"):]).get("runs", [])
+            runs = json.loads(completed.stdout[completed.stdout.find("{") :]).get("runs", [])
         except json.JSONDecodeError:
             runs = []
         status = str(runs[0]["status"]) if runs else ""

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fairness.audit import WORST_VS_BEST, Gap, GroupEstimate, Measure, RoundAudit
+from fairness.audit import WORST_VS_BEST, Gap, GroupEstimate, RoundAudit
+from fairness.evidence import Measure
 from fairness.spec import ATTRIBUTE_LABELS, Grouping, value_label
 
 MITIGATION_KEY = "fairness-mitigation"

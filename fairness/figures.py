@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from fairness.audit import WORST_VS_REST, AuditResult, GroupEstimate, Measure
+from fairness.audit import WORST_VS_REST, AuditResult, GroupEstimate
+from fairness.evidence import Measure
 
 RECORDED = "#1f4e79"
 NOT_RECORDED = "#9a9a9a"

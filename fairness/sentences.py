@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
-from fairness.audit import AuditResult, Gap, Measure
+from fairness.audit import AuditResult, Gap
 from fairness.comparison import BeforeAfter, GapChange, GapSide
+from fairness.evidence import Measure
 from fairness.settings import DEFAULT_SUPPRESSION_THRESHOLD
 from fairness.spec import Grouping
 

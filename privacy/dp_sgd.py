@@ -54,7 +54,7 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -66,6 +66,9 @@ from privacy.dp_sgd_settings import (
     request_problems,
     run_config_problems,
 )
+
+if TYPE_CHECKING:
+    from opacus import GradSampleModule
 
 __all__ = [
     "GRAD_SAMPLE_MODES",
@@ -117,8 +120,15 @@ def plan_round(
     """
     if protected_units <= 0:
         return PrivateRoundPlan(
-            0, 0.0, 0, 0, request.noise_multiplier, request.max_grad_norm, request.delta,
-            request.accountant, request.grad_sample_mode,
+            0,
+            0.0,
+            0,
+            0,
+            request.noise_multiplier,
+            request.max_grad_norm,
+            request.delta,
+            request.accountant,
+            request.grad_sample_mode,
         )
     batches = math.ceil(protected_units / batch_size)  # len() of the task's DataLoader
     sample_rate = 1 / batches  # as PrivacyEngine.make_private sets it
@@ -151,7 +161,7 @@ def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
 class PrivateTraining:
     """The Opacus-wrapped trio (and criterion) for one round, and its accountant."""
 
-    module: torch.nn.Module
+    module: GradSampleModule  # the caller's model wrapped (an nn.Module); cleanup() unwraps it
     optimizer: Any  # opacus DPOptimizer (or its fast-gradient-clipping variant)
     data_loader: DataLoader
     criterion: Callable[..., Any]
@@ -229,18 +239,14 @@ def make_private(
         private_module, private_optimizer, private_criterion, private_loader = wrapped
     else:
         (private_module, private_optimizer, private_loader), private_criterion = wrapped, criterion
-    if len(private_loader) != plan.steps_per_epoch or not math.isclose(
-        private_loader.sample_rate, plan.sample_rate
-    ):
+    if len(private_loader) != plan.steps_per_epoch or not math.isclose(private_loader.sample_rate, plan.sample_rate):
         raise RuntimeError(
             f"Opacus samples {len(private_loader)} batches per epoch at rate {private_loader.sample_rate:.6g}; "
             f"the round was planned with {plan.steps_per_epoch} at {plan.sample_rate:.6g}"
         )
     if data_independent_penalty is not None:
         _add_gradient_after_noise(private_optimizer, data_independent_penalty)
-    return PrivateTraining(
-        private_module, private_optimizer, private_loader, private_criterion, engine, plan
-    )
+    return PrivateTraining(private_module, private_optimizer, private_loader, private_criterion, engine, plan)
 
 
 def _with_secret_sampling(data_loader: DataLoader) -> DataLoader:

@@ -110,9 +110,7 @@ class PrivacySettings:
                 delta=config.client_dp_delta,
                 population=population,
                 # What FedAvg samples when `population` sites are connected.
-                clients_per_round=max(
-                    int(population * config.fraction_train), config.min_train_sites
-                ),
+                clients_per_round=max(int(population * config.fraction_train), config.min_train_sites),
             ),
             max_update_norm=config.max_update_norm,
         )
@@ -133,8 +131,7 @@ class PrivacySettings:
                 problems.append("secure-aggregation needs min-train-sites >= 2")
             if secagg.num_shares < 3:
                 problems.append(
-                    f"secagg-num-shares={secagg.num_shares}: must be at least 3 "
-                    "(a site and a neighbour on each side)"
+                    f"secagg-num-shares={secagg.num_shares}: must be at least 3 (a site and a neighbour on each side)"
                 )
             if not 2 <= secagg.reconstruction_threshold < secagg.num_shares:
                 problems.append(
@@ -144,9 +141,7 @@ class PrivacySettings:
             if secagg.clipping_range <= 0:
                 problems.append("secagg-clipping-range must be positive")
             if not 0 < secagg.quantization_range < SECAGG_MODULUS_RANGE:
-                problems.append(
-                    f"secagg-quantization-range must be in (0, {SECAGG_MODULUS_RANGE})"
-                )
+                problems.append(f"secagg-quantization-range must be in (0, {SECAGG_MODULUS_RANGE})")
             if secagg.max_weight <= 0:
                 problems.append("secagg-max-weight must be positive")
         if self.max_update_norm < 0:

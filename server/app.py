@@ -19,7 +19,6 @@ from server.run_outputs import (
     write_summary,
 )
 from tasks import get_task
-from tasks import get_task
 
 if TYPE_CHECKING:
     from fairness.spec import AuditSpec
@@ -40,9 +39,7 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = FederationConfig.from_run_config(
-            {**dict(context.run_config), **(config_overrides or {})}
-        )
+        config = FederationConfig.from_run_config({**dict(context.run_config), **(config_overrides or {})})
         run_dir = Path(config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 

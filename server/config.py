@@ -86,10 +86,7 @@ class FederationConfig:
         by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
         unknown = sorted(set(run_config) - set(by_key))
         if unknown:
-            raise RunConfigError(
-                f"unknown run-config key(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(by_key))}"
-            )
+            raise RunConfigError(f"unknown run-config key(s): {', '.join(unknown)}; known: {', '.join(sorted(by_key))}")
         values: dict[str, Any] = {}
         for key, value in run_config.items():
             field = by_key[key]
@@ -99,9 +96,7 @@ class FederationConfig:
                     raise TypeError
                 values[field.name] = expected(value)
             except (TypeError, ValueError):
-                raise RunConfigError(
-                    f"run-config {key}={value!r}: expected {expected.__name__}"
-                ) from None
+                raise RunConfigError(f"run-config {key}={value!r}: expected {expected.__name__}") from None
         config = cls(**values)
         config.validate()
         return config

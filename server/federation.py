@@ -27,8 +27,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fairness.run_store import clear_round_statistics, save_round_statistics
 from cmrfl.protocol import EvaluateInstruction, EvaluateReply, Metric, Record, TrainInstruction, site_id_of
+from fairness.run_store import clear_round_statistics, save_round_statistics
 from privacy.guards import check_update, model_update
 from privacy.settings import site_instructions
 from server.checkpoint import CheckpointStore, config_fingerprint
@@ -139,9 +139,7 @@ def run_federation(
             accepted, train_failures = screen_updates(
                 server_round, replies, arrays, privacy.max_update_norm, sent=instructions
             )
-        aggregated, train_metrics = strategy.aggregate_train(
-            server_round, weighted_for(composed, accepted)
-        )
+        aggregated, train_metrics = strategy.aggregate_train(server_round, weighted_for(composed, accepted))
         if aggregated is None:
             raise RuntimeError(
                 f"round {server_round}: no usable aggregate from {len(accepted)} of "
@@ -152,9 +150,7 @@ def run_federation(
             strategy.configure_evaluate(server_round, arrays, evaluate_config_for(config, server_round), grid)
         )
         evaluate_replies = list(grid.send_and_receive(evaluate_instructions, timeout=config.round_timeout_s))
-        evaluate_metrics = strategy.aggregate_evaluate(
-            server_round, weighted_for(composed, evaluate_replies)
-        )
+        evaluate_metrics = strategy.aggregate_evaluate(server_round, weighted_for(composed, evaluate_replies))
         sites_by_node |= nodes_to_sites([*accepted, *evaluate_replies])
         entry = {
             "round": server_round,
@@ -178,7 +174,9 @@ def run_federation(
             entry["client_dp"] = composed.client_dp.account_round(clipping_norm)
             log.info(
                 "round %d: client-level ε = %.4g at δ = %g after %d releases",
-                server_round, entry["client_dp"]["epsilon"], entry["client_dp"]["delta"],
+                server_round,
+                entry["client_dp"]["epsilon"],
+                entry["client_dp"]["delta"],
                 entry["client_dp"]["releases"],
             )
         if get_task(config.task).audit_spec is not None:  # a task that declares a fairness audit
@@ -240,9 +238,7 @@ def screen_updates(
         site_id = _site_of(reply)
         try:
             (trained,) = reply.content.array_records.values()
-            verdict = check_update(
-                model_update({k: v.numpy() for k, v in trained.items()}, received), max_update_norm
-            )
+            verdict = check_update(model_update({k: v.numpy() for k, v in trained.items()}, received), max_update_norm)
             reason = verdict.reason
         except ValueError as problem:  # not exactly one ArrayRecord, or not this model's arrays
             reason = f"malformed update: {problem}"
@@ -290,9 +286,7 @@ def privacy_summary(composed: ComposedStrategy) -> dict[str, Any]:
             "max_weight": secagg.max_weight,
         },
         "update_guard": {"max_update_norm": composed.privacy.max_update_norm, "non_finite": "rejected"},
-        "client_dp": (
-            composed.client_dp.summary() if composed.client_dp is not None else {"mode": "off"}
-        ),
+        "client_dp": (composed.client_dp.summary() if composed.client_dp is not None else {"mode": "off"}),
     }
 
 
@@ -334,18 +328,14 @@ def dp_sgd_summary(config: FederationConfig, history: list[dict[str, Any]]) -> d
     }
 
 
-def _why_no_aggregate(
-    composed: ComposedStrategy, accepted: list[Message], failures: list[dict[str, Any]]
-) -> str:
+def _why_no_aggregate(composed: ComposedStrategy, accepted: list[Message], failures: list[dict[str, Any]]) -> str:
     reasons = []
     if composed.client_dp is not None and len(accepted) != composed.privacy.client_dp.clients_per_round:
         reasons.append(
             f"client-level DP calibrates its noise to all {composed.privacy.client_dp.clients_per_round} "
             "sampled sites and releases nothing with fewer"
         )
-    reasons += [
-        f"node {f['node_id']}{' at ' + f['stage'] if 'stage' in f else ''}: {f['reason']}" for f in failures
-    ]
+    reasons += [f"node {f['node_id']}{' at ' + f['stage'] if 'stage' in f else ''}: {f['reason']}" for f in failures]
     return f" ({'; '.join(reasons)})" if reasons else " (no replies)"
 
 

@@ -52,6 +52,7 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
+from cmrfl.protocol import Record
 from privacy.settings import SecureAggregationSettings
 from server.failures import failure, replying_node
 
@@ -124,7 +125,7 @@ def run_secure_training(
         return SecureTrainingRound(replies=[], failures=failures)
 
     aggregate = _apply_update(arrays, adapter.mean_update)
-    arrays_key = next(iter(next(iter(by_node.values())).content.array_records), "arrays")
+    arrays_key = next(iter(next(iter(by_node.values())).content.array_records), Record.ARRAYS.value)
     collected = recorder.stage(Stage.COLLECT_MASKED_VECTORS)
     replies = [
         _carrying_aggregate(reply, arrays_key, aggregate)

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 
 from flwr.app import MetricRecord, MetricRecordValues, RecordDict
 
-SUM_SUFFIX = "-sum"
-COUNT_SUFFIX = "-count"
+from cmrfl.protocol import COUNT_SUFFIX, SUM_SUFFIX
 
 
 def means_from_sums(metrics: Mapping[str, MetricRecordValues]) -> dict[str, float]:

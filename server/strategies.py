@@ -45,9 +45,7 @@ def compose_strategy(config: FederationConfig) -> ComposedStrategy:
     privacy = PrivacySettings.from_run_config(config)
     base = build_strategy(config, uniform_site_weights=privacy.uniform_site_weights)
     client_dp = ClientLevelDp(privacy.client_dp, base) if privacy.client_dp.enabled else None
-    return ComposedStrategy(
-        strategy=client_dp.strategy if client_dp else base, privacy=privacy, client_dp=client_dp
-    )
+    return ComposedStrategy(strategy=client_dp.strategy if client_dp else base, privacy=privacy, client_dp=client_dp)
 
 
 def build_strategy(config: FederationConfig, uniform_site_weights: bool = False) -> Strategy:

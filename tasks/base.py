@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -134,7 +134,9 @@ class Task(abc.ABC):
 
     # ------------------------------------------------------------------ training and evaluation
 
-    def train(self, model: torch.nn.Module, store: CaseStore, settings: TrainSettings, device: torch.device) -> TrainOutcome:
+    def train(
+        self, model: torch.nn.Module, store: CaseStore, settings: TrainSettings, device: torch.device
+    ) -> TrainOutcome:
         """One round of local training through the shared loop (``tasks.training``)."""
         from tasks.training import train_locally
 
@@ -171,8 +173,14 @@ class Task(abc.ABC):
         """The task as a model card's ``network`` section describes it (non-default sizes)."""
         return self
 
-    def predict(self, model: torch.nn.Module, series_dir: Path, out_dir: Path, device: torch.device,
-                provenance: Mapping[str, Any]) -> Prediction:
+    def predict(
+        self,
+        model: torch.nn.Module,
+        series_dir: Path,
+        out_dir: Path,
+        device: torch.device,
+        provenance: Mapping[str, Any],
+    ) -> Prediction:
         """Apply a pulled model to one local DICOM series (``cmrfl predict``)."""
         raise NotImplementedError(f"task {self.name!r} has no inference for single series")
 
@@ -231,12 +239,19 @@ class DemoRecipe:
 MIN_CASES_IN_A_SUM = 2
 
 
-def _split_bucket(entry: CaseEntry) -> float:
+class HasCaseId(Protocol):
+    """What the split reads: a CaseEntry, or any unit split as one case (a study of several series)."""
+
+    @property
+    def case_id(self) -> str: ...
+
+
+def _split_bucket(entry: HasCaseId) -> float:
     return int(hashlib.sha256(entry.case_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def validation_case_ids(
-    entries: Iterable[CaseEntry], validation_fraction: float, minimum: int = MIN_CASES_IN_A_SUM
+    entries: Iterable[HasCaseId], validation_fraction: float, minimum: int = MIN_CASES_IN_A_SUM
 ) -> set[str]:
     """The site's validation cases: a deterministic per-case split by hash of the case id.
 

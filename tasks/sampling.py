@@ -31,6 +31,7 @@ from torch.utils.data import WeightedRandomSampler
 from cmr.attributes import UNKNOWN
 from tasks.settings import GROUP_BALANCED, NO_MITIGATION  # noqa: F401  (re-exported with the sampler)
 
+
 def group_balanced_weights(groups: Sequence[str]) -> torch.Tensor:
     """Per-example draw weights (summing to 1) that give each recorded group an equal share.
 
@@ -45,17 +46,16 @@ def group_balanced_weights(groups: Sequence[str]) -> torch.Tensor:
     recorded = [group for group in sizes if group != UNKNOWN]
     unknown_share = sizes.get(UNKNOWN, 0) / len(groups)
     per_group = (1.0 - unknown_share) / len(recorded) if recorded else 0.0
-    weights = [
-        (1.0 / len(groups)) if group == UNKNOWN else per_group / sizes[group]
-        for group in groups
-    ]
+    weights = [(1.0 / len(groups)) if group == UNKNOWN else per_group / sizes[group] for group in groups]
     return torch.tensor(weights, dtype=torch.double)
 
 
-def group_balanced_sampler(
-    groups: Sequence[str], generator: torch.Generator | None = None
-) -> WeightedRandomSampler:
+def group_balanced_sampler(groups: Sequence[str], generator: torch.Generator | None = None) -> WeightedRandomSampler:
     """Draws ``len(groups)`` examples per epoch, with replacement, group-balanced (see above)."""
     return WeightedRandomSampler(
-        group_balanced_weights(groups), num_samples=len(groups), replacement=True, generator=generator
+        # torch annotates weights as Sequence[float]; it takes any array (torch.as_tensor of it)
+        group_balanced_weights(groups),  # type: ignore[arg-type]
+        num_samples=len(groups),
+        replacement=True,
+        generator=generator,
     )

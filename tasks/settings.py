@@ -25,9 +25,7 @@ def mitigation_problems(mitigation: str, balance_attribute: str, dp_sgd: bool = 
     """What is wrong with a fairness-mitigation choice, in run-config words; empty if nothing."""
     problems = []
     if mitigation not in FAIRNESS_MITIGATIONS:
-        problems.append(
-            f"fairness-mitigation={mitigation!r}: choose one of {', '.join(FAIRNESS_MITIGATIONS)}"
-        )
+        problems.append(f"fairness-mitigation={mitigation!r}: choose one of {', '.join(FAIRNESS_MITIGATIONS)}")
     if balance_attribute not in ATTRIBUTE_NAMES:
         problems.append(
             f"fairness-balance-attribute={balance_attribute!r}: not a subgroup attribute; "
@@ -41,7 +39,6 @@ def mitigation_problems(mitigation: str, balance_attribute: str, dp_sgd: bool = 
             "the accounting records. Use one or the other"
         )
     return problems
-
 
 
 @dataclass(frozen=True)
@@ -68,5 +65,3 @@ class TrainSettings:
         problems = mitigation_problems(self.fairness_mitigation, self.balance_attribute, self.privacy is not None)
         if problems:
             raise ValueError("invalid training settings: " + "; ".join(problems))
-
-

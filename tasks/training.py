@@ -17,6 +17,7 @@ loop owns everything around them, the same for every task:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -71,12 +72,18 @@ def train_locally(
             task.per_example_loss().to(device),
             plan,
             data_independent_penalty=(
-                (lambda local=model: proximal_term(local, global_weights, settings.proximal_mu))
+                # bound to the model itself now: the name is rebound to Opacus' wrapper below
+                functools.partial(proximal_term, model, global_weights, settings.proximal_mu)
                 if settings.proximal_mu > 0
                 else None
             ),
         )
-        model, optimizer, loader, loss_function = private.module, private.optimizer, private.data_loader, private.criterion
+        model, optimizer, loader, loss_function = (
+            private.module,
+            private.optimizer,
+            private.data_loader,
+            private.criterion,
+        )
         # The plan's steps are the ones the site's budget was checked on.
         epochs, max_steps = math.ceil(plan.steps / plan.steps_per_epoch), plan.steps
     mixed = task.mixed_precision and private is None
@@ -95,7 +102,8 @@ def train_locally(
                     continue
                 with precision():
                     data_loss = loss_function(model(inputs), targets)
-                loss = data_loss.float()
+                # Opacus' ghost clipping returns its own loss type, which has no .float()
+                loss = data_loss if private is not None else data_loss.float()
                 if settings.proximal_mu > 0 and private is None:
                     loss = loss + proximal_term(model, global_weights, settings.proximal_mu)
                 scaler.scale(loss).backward()
@@ -105,7 +113,9 @@ def train_locally(
                 loss_total += float(data_loss.detach())
                 loss_steps += 1
         if plan is not None and private is not None and not private.accounted_steps == steps == plan.steps:
-            raise RuntimeError(f"DP-SGD planned {plan.steps} steps, took {steps}, Opacus accounted {private.accounted_steps}")
+            raise RuntimeError(
+                f"DP-SGD planned {plan.steps} steps, took {steps}, Opacus accounted {private.accounted_steps}"
+            )
     finally:
         if private is not None:
             private.close()
@@ -114,9 +124,12 @@ def train_locally(
     balanced = settings.fairness_mitigation == GROUP_BALANCED and private is None
     log.info(
         "%s: trained %d steps%s on %s, mean loss %.4f, %.1f examples/s",
-        task.name, steps,
+        task.name,
+        steps,
         " with DP-SGD" if private is not None else (f", {settings.balance_attribute}-balanced" if balanced else ""),
-        examples.description, mean_loss, examples_seen / max(seconds, 1e-9),
+        examples.description,
+        mean_loss,
+        examples_seen / max(seconds, 1e-9),
     )
     return TrainOutcome(len(examples), examples_seen, steps, mean_loss, seconds)
 

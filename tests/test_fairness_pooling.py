@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fairness.audit import measures_of, pooled_evidence, rest_evidence
+from fairness.evidence import measures_of, pooled_evidence, rest_evidence
 from fairness.pooling import add_statistics
 from fairness.settings import Tolerances
 from fairness.spec import Grouping

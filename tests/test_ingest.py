@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from nibabel.spatialimages import SpatialImage
 from pydicom.data import get_testdata_file
 
 from cmr.attributes import SubgroupAttributes
@@ -25,8 +26,18 @@ from cmr.ingest import REPORT_FILE, IngestReport, ingest_site
 from cmr.store import CaseStore
 from ingest_fixtures import Identity, WrittenSeries, files_containing, identifying_strings, write_mask, write_series
 
-MANIFEST_HEADER = ["patient_id", "series_instance_uid", "mask_file", "ethnicity", "scar_type",
-                   "height_cm", "weight_kg", "sex", "age", "mrn"]
+MANIFEST_HEADER = [
+    "patient_id",
+    "series_instance_uid",
+    "mask_file",
+    "ethnicity",
+    "scar_type",
+    "height_cm",
+    "weight_kg",
+    "sex",
+    "age",
+    "mrn",
+]
 
 
 @dataclass
@@ -70,7 +81,9 @@ def make_hospital(root: Path) -> Hospital:
     b_series = write_series(root / "dicom" / "P2" / "LGE", b, n_slices=4, seed=2)
     c_series = write_series(root / "dicom" / "P3" / "LGE", c, n_slices=3, seed=3)
     (root / "dicom" / "P3" / "notes.txt").write_text("scanned with the new coil\n")
-    shutil.copy(get_testdata_file("CT_small.dcm", download=False), root / "dicom" / "P3" / "ct.dcm")
+    ct_small = get_testdata_file("CT_small.dcm", download=False)
+    assert isinstance(ct_small, str), "CT_small.dcm is not bundled with this pydicom"
+    shutil.copy(ct_small, root / "dicom" / "P3" / "ct.dcm")
     labels = root / "labels"
     a1_mask = write_mask(labels / f"{a1.series_instance_uid}.nii.gz", a1, seed=1)
     b_mask = write_mask(labels / "masks" / "b.nii.gz", b_series, seed=2)
@@ -79,8 +92,30 @@ def make_hospital(root: Path) -> Hospital:
     write_manifest(
         root / "manifest.csv",
         [
-            [a.values["PatientID"], a1.series_instance_uid, "", "Black African", "ischaemic", "170", "80", "", "", a.values["PatientID"]],
-            [b.values["PatientID"], "", "masks/b.nii.gz", "", "non_ischaemic", "181", "95", "M", "45", b.values["PatientID"]],
+            [
+                a.values["PatientID"],
+                a1.series_instance_uid,
+                "",
+                "Black African",
+                "ischaemic",
+                "170",
+                "80",
+                "",
+                "",
+                a.values["PatientID"],
+            ],
+            [
+                b.values["PatientID"],
+                "",
+                "masks/b.nii.gz",
+                "",
+                "non_ischaemic",
+                "181",
+                "95",
+                "M",
+                "45",
+                b.values["PatientID"],
+            ],
             ["MRN-NOBODY", "", "", "White", "none", "", "", "", "", ""],
             [c.values["PatientID"], c_series.series_instance_uid, "", "Not stated", "none", "", "", "", "", ""],
             [a.values["PatientID"], "", "", "Asian", "none", "", "", "", "", ""],
@@ -170,7 +205,9 @@ def test_a_deidentified_header_is_kept_per_case(ingested, hospital: Hospital):
     case = case_for(site_dir, hospital.a1)
     header = pydicom.Dataset.from_json((site_dir / "store" / "headers" / f"{case.entry.case_id}.json").read_text())
     assert (header.Manufacturer, header.ManufacturerModelName, float(header.InversionTime)) == (
-        "Siemens Healthineers", "MAGNETOM Skyra", 300.0
+        "Siemens Healthineers",
+        "MAGNETOM Skyra",
+        300.0,
     )
     assert list(header.ImagePositionPatient) == pytest.approx(list(hospital.a1.geometry.first_position), abs=1e-3)
     assert not header.PatientName and "InstitutionName" not in header and "PixelData" not in header
@@ -208,12 +245,27 @@ def test_the_report_names_files_but_no_header_or_manifest_value(ingested, hospit
 
 
 def test_the_report_lists_every_unusable_input_with_a_reason(ingested):
-    site_dir, report = ingested
+    site_dir, _report = ingested
     document = json.loads((site_dir / REPORT_FILE).read_text())
-    assert {k: document[k] for k in ("files_seen", "series_found", "cases_written", "cases_unchanged",
-                                     "cases_without_mask", "files_rejected", "series_rejected")} == {
-        "files_seen": 17, "series_found": 4, "cases_written": 4, "cases_unchanged": 0,
-        "cases_without_mask": 2, "files_rejected": 2, "series_rejected": 0,
+    assert {
+        k: document[k]
+        for k in (
+            "files_seen",
+            "series_found",
+            "cases_written",
+            "cases_unchanged",
+            "cases_without_mask",
+            "files_rejected",
+            "series_rejected",
+        )
+    } == {
+        "files_seen": 17,
+        "series_found": 4,
+        "cases_written": 4,
+        "cases_unchanged": 0,
+        "cases_without_mask": 2,
+        "files_rejected": 2,
+        "series_rejected": 0,
     }
     found = {(r["kind"], r["path"]): r["reason"] for r in document["rejections"]}
     assert found[("file", "P3/ct.dcm")] == "modality CT: only MR series are ingested"
@@ -344,33 +396,48 @@ def test_generated_cases_match_the_ground_truth(consortium):
             entry = entries[case_id_for(salt, truth.patient_id, truth.study_instance_uid, truth.series_instance_uid)]
             ethnicity = truth.ethnicity_recorded or (truth.ethnicity if truth.ethnic_group_dicom else "unknown")
             assert entry.attributes == SubgroupAttributes(
-                sex=truth.sex, age_band=truth.age_band, ethnicity=ethnicity, vendor=site.scanner.vendor,
+                sex=truth.sex,
+                age_band=truth.age_band,
+                ethnicity=ethnicity,
+                vendor=site.scanner.vendor,
                 field_strength=f"{site.scanner.field_strength_t:g}T",
             ), truth.patient_id
             assert entry.case_labels == {"scar_type": truth.scar_type}
             assert entry.n_slices == truth.n_slices and entry.has_mask
             stored = CaseStore(site_dir).load(entry)
-            written = nifti_array_to_stack(np.asarray(nib.load(hospitals / truth.mask_file).dataobj))
+            mask_image = nib.load(hospitals / truth.mask_file)
+            assert isinstance(mask_image, SpatialImage)
+            written = nifti_array_to_stack(np.asarray(mask_image.dataobj))
             np.testing.assert_array_equal(stored.mask, written)
 
 
 def test_generated_hospitals_leave_no_identifier_in_the_store(consortium):
     spec, hospitals, site_dirs = consortium
     for site_dir in site_dirs:
-        strings = set()
+        strings: set[str] = set()
         site = spec.site(site_dir.name)
         strings.update((site.institution_name, site.institution_address))
         for truth in spec.cases_at(site_dir.name):
             strings.update((truth.patient_id, truth.study_instance_uid, truth.series_instance_uid))
             first = sorted((hospitals / truth.dicom_dir).rglob("*.dcm"))[0]
             header = pydicom.dcmread(first, stop_before_pixels=True)
-            for keyword in ("PatientName", "PatientBirthDate", "AccessionNumber", "ReferringPhysicianName",
-                            "OperatorsName", "StationName", "DeviceSerialNumber", "SOPInstanceUID",
-                            "FrameOfReferenceUID", "StudyID"):
+            for keyword in (
+                "PatientName",
+                "PatientBirthDate",
+                "AccessionNumber",
+                "ReferringPhysicianName",
+                "OperatorsName",
+                "StationName",
+                "DeviceSerialNumber",
+                "SOPInstanceUID",
+                "FrameOfReferenceUID",
+                "StudyID",
+            ):
                 value = str(header.get(keyword) or "")
                 # short all-digit values (a 5-digit StudyID) could occur by chance in numbers
                 strings.update(
-                    part for part in [value, *value.split("^")]
+                    part
+                    for part in [value, *value.split("^")]
                     if len(part) >= 5 and not (part.isdigit() and len(part) < 8)
                 )
         assert files_containing(site_dir / "store", sorted(strings)) == {}

@@ -77,11 +77,25 @@ def test_pseudonym_uids_are_valid_uids():
 
 def test_the_action_table_covers_the_identifiers_the_brief_names():
     expected = {
-        "PatientName": "Z", "PatientBirthDate": "Z", "InstitutionName": "X", "OperatorsName": "X",
-        "PerformingPhysicianName": "X", "ReferringPhysicianName": "Z", "StationName": "X",
-        "DeviceSerialNumber": "X", "StudyInstanceUID": "U", "SeriesInstanceUID": "U", "SOPInstanceUID": "U",
-        "FrameOfReferenceUID": "U", "PatientID": "H", "AccessionNumber": "H", "StudyID": "H",
-        "PatientAge": "X", "EthnicGroup": "X", "PatientAddress": "X", "OtherPatientIDs": "X",
+        "PatientName": "Z",
+        "PatientBirthDate": "Z",
+        "InstitutionName": "X",
+        "OperatorsName": "X",
+        "PerformingPhysicianName": "X",
+        "ReferringPhysicianName": "Z",
+        "StationName": "X",
+        "DeviceSerialNumber": "X",
+        "StudyInstanceUID": "U",
+        "SeriesInstanceUID": "U",
+        "SOPInstanceUID": "U",
+        "FrameOfReferenceUID": "U",
+        "PatientID": "H",
+        "AccessionNumber": "H",
+        "StudyID": "H",
+        "PatientAge": "X",
+        "EthnicGroup": "X",
+        "PatientAddress": "X",
+        "OtherPatientIDs": "X",
     }
     table = {keyword_for_tag(tag): action for tag, action in ACTION_BY_TAG.items()}
     assert {k: table.get(k) for k in expected} == expected
@@ -124,8 +138,17 @@ def test_registry_uids_and_acquisition_parameters_are_kept():
     _, dataset = _dataset()
     clean = deidentify(dataset, SALT)
     assert clean.SOPClassUID == MRImageStorage
-    for keyword in ("Manufacturer", "ManufacturerModelName", "MagneticFieldStrength", "RepetitionTime",
-                    "EchoTime", "InversionTime", "FlipAngle", "ImageOrientationPatient", "PixelSpacing"):
+    for keyword in (
+        "Manufacturer",
+        "ManufacturerModelName",
+        "MagneticFieldStrength",
+        "RepetitionTime",
+        "EchoTime",
+        "InversionTime",
+        "FlipAngle",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+    ):
         assert clean[keyword].value == dataset[keyword].value, keyword
     assert clean.ProcedureCodeSequence[0].CodeMeaning == "Late gadolinium enhancement"
 

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MPEG2MPML
+from pydicom.uid import MPEG2MPML, EnhancedMRImageStorage, ExplicitVRLittleEndian
 
 from cmr.dicom_series import scan_dicom_folder
 from cmr.ingest import ingest_site
@@ -120,7 +120,7 @@ def test_a_transfer_syntax_without_a_decoder_is_rejected_with_what_to_do(tmp_pat
 
 def test_one_bad_file_among_many_leaves_the_rest_ingested(tmp_path: Path):
     names = ("MR_small_jp2klossless.dcm", "CT_small.dcm", "README.txt", "MR_truncated.dcm", "rtdose.dcm")
-    report, store = ingest_files(tmp_path, *names)
+    report, _store = ingest_files(tmp_path, *names)
     assert report["files_seen"] == 5
     assert report["cases_written"] == 1
     rejected = {r["path"] for r in report["rejections"]}
@@ -215,8 +215,14 @@ def test_slices_are_ordered_by_position_not_by_file_name(tmp_path: Path):
 def test_an_image_with_another_orientation_is_left_out_and_the_stack_kept(tmp_path: Path):
     identity = Identity("B")
     written = write_series(tmp_path / "dicom" / "s", identity, n_slices=4)
-    localiser = slice_dataset(identity, 1, 9, written.geometry, written.stored_pixels[0],
-                              header={"ImageOrientationPatient": [0, 1, 0, 0, 0, -1]})
+    localiser = slice_dataset(
+        identity,
+        1,
+        9,
+        written.geometry,
+        written.stored_pixels[0],
+        header={"ImageOrientationPatient": [0, 1, 0, 0, 0, -1]},
+    )
     localiser.save_as(tmp_path / "dicom" / "s" / "IM_0099.dcm", enforce_file_format=True)
     scan = scan_dicom_folder(tmp_path / "dicom")
     [series] = scan.series
@@ -230,9 +236,14 @@ def test_several_images_at_one_position_reject_the_series(tmp_path: Path):
     identity = Identity("C")
     written = write_series(tmp_path / "dicom" / "cine", identity, n_slices=3)
     for phase in range(3):  # a second cardiac phase at the same positions
-        slice_dataset(identity, 1, 10 + phase, written.geometry, written.stored_pixels[phase],
-                      header={"ImagePositionPatient": list(written.geometry.slice_position(phase))}
-                      ).save_as(tmp_path / "dicom" / "cine" / f"PH2_{phase}.dcm", enforce_file_format=True)
+        slice_dataset(
+            identity,
+            1,
+            10 + phase,
+            written.geometry,
+            written.stored_pixels[phase],
+            header={"ImagePositionPatient": list(written.geometry.slice_position(phase))},
+        ).save_as(tmp_path / "dicom" / "cine" / f"PH2_{phase}.dcm", enforce_file_format=True)
     scan = scan_dicom_folder(tmp_path / "dicom")
     assert scan.series == []
     [rejection] = scan.rejections
@@ -254,7 +265,10 @@ def test_a_copied_file_is_used_once(tmp_path: Path):
     scan = scan_dicom_folder(tmp_path / "dicom")
     assert len(scan.series[0].slices) == 3
     [rejection] = scan.rejections
-    assert (rejection.path, rejection.reason) == ("s/IM_0003.dcm", "a copy of copy.dcm (same SOPInstanceUID); copy left out")
+    assert (rejection.path, rejection.reason) == (
+        "s/IM_0003.dcm",
+        "a copy of copy.dcm (same SOPInstanceUID); copy left out",
+    )
 
 
 def test_images_without_patient_geometry_are_rejected(tmp_path: Path):
@@ -274,8 +288,14 @@ def test_burned_in_annotation_is_rejected(tmp_path: Path):
 def test_a_series_uid_shared_by_two_patients_is_rejected(tmp_path: Path):
     first = Identity("H")
     written = write_series(tmp_path / "dicom" / "h", first, n_slices=2)
-    impostor = slice_dataset(Identity("I"), 1, 5, written.geometry, written.stored_pixels[0],
-                             header={"SeriesInstanceUID": first.series_uid(1)})
+    impostor = slice_dataset(
+        Identity("I"),
+        1,
+        5,
+        written.geometry,
+        written.stored_pixels[0],
+        header={"SeriesInstanceUID": first.series_uid(1)},
+    )
     impostor.save_as(tmp_path / "dicom" / "h" / "other.dcm", enforce_file_format=True)
     scan = scan_dicom_folder(tmp_path / "dicom")
     assert scan.series == []

@@ -46,9 +46,21 @@ def test_vendor_spellings_map_to_one_vendor(manufacturer, vendor):
 @pytest.mark.parametrize(
     ("value", "field"),
     [
-        (1.5, "1.5T"), ("1.5", "1.5T"), (1.494, "1.5T"), ("15000", "1.5T"), ("1,5", "1.5T"),
-        (3, "3T"), ("3.0", "3T"), (2.89, "3T"), ("30000", "3T"), ("3T", "3T"),
-        (0.55, "unknown"), (7, "unknown"), (1.0, "unknown"), ("", "unknown"), (None, "unknown"),
+        (1.5, "1.5T"),
+        ("1.5", "1.5T"),
+        (1.494, "1.5T"),
+        ("15000", "1.5T"),
+        ("1,5", "1.5T"),
+        (3, "3T"),
+        ("3.0", "3T"),
+        (2.89, "3T"),
+        ("30000", "3T"),
+        ("3T", "3T"),
+        (0.55, "unknown"),
+        (7, "unknown"),
+        (1.0, "unknown"),
+        ("", "unknown"),
+        (None, "unknown"),
     ],
 )
 def test_field_strength_in_tesla_or_gauss(value, field):
@@ -81,12 +93,25 @@ def test_age_band_from_age_string_or_dates(patient_age, birth_date, study_date, 
     assert normalise_age(patient_age, birth_date, study_date) == band
 
 
-@pytest.mark.parametrize(("value", "band"), [("58", "40-59"), ("74.9", "60-74"), ("058Y", "40-59"), ("75+", "75+"), ("old", "unknown")])
+@pytest.mark.parametrize(
+    ("value", "band"), [("58", "40-59"), ("74.9", "60-74"), ("058Y", "40-59"), ("75+", "75+"), ("old", "unknown")]
+)
 def test_manifest_age_in_years_age_string_or_band(value, band):
     assert normalise_manifest_age(value) == band
 
 
-@pytest.mark.parametrize(("value", "sex"), [("M", "male"), ("F", "female"), ("O", "unknown"), ("", "unknown"), (None, "unknown"), ("female", "female"), (" m ", "male")])
+@pytest.mark.parametrize(
+    ("value", "sex"),
+    [
+        ("M", "male"),
+        ("F", "female"),
+        ("O", "unknown"),
+        ("", "unknown"),
+        (None, "unknown"),
+        ("female", "female"),
+        (" m ", "male"),
+    ],
+)
 def test_sex(value, sex):
     assert normalise_sex(value) == sex
 
@@ -94,17 +119,40 @@ def test_sex(value, sex):
 @pytest.mark.parametrize(
     ("text", "group"),
     [
-        ("White British", "White"), ("WHITE", "White"), ("White Irish", "White"), ("White Other", "White"),
-        ("Caucasian", "White"), ("Gypsy or Irish Traveller", "White"),
-        ("Black African", "Black"), ("Black Caribbean", "Black"), ("Caribbean", "Black"), ("African", "Black"),
-        ("BLACK", "Black"), ("Black British", "Black"),
-        ("Asian - Indian", "Asian"), ("Chinese", "Asian"), ("Asian Pakistani", "Asian"), ("Bangladeshi", "Asian"),
-        ("Indian", "Asian"), ("ASIAN", "Asian"),
-        ("Mixed", "Mixed"), ("Mixed W/Asian", "Mixed"), ("White and Black Caribbean", "Mixed"),
+        ("White British", "White"),
+        ("WHITE", "White"),
+        ("White Irish", "White"),
+        ("White Other", "White"),
+        ("Caucasian", "White"),
+        ("Gypsy or Irish Traveller", "White"),
+        ("Black African", "Black"),
+        ("Black Caribbean", "Black"),
+        ("Caribbean", "Black"),
+        ("African", "Black"),
+        ("BLACK", "Black"),
+        ("Black British", "Black"),
+        ("Asian - Indian", "Asian"),
+        ("Chinese", "Asian"),
+        ("Asian Pakistani", "Asian"),
+        ("Bangladeshi", "Asian"),
+        ("Indian", "Asian"),
+        ("ASIAN", "Asian"),
+        ("Mixed", "Mixed"),
+        ("Mixed W/Asian", "Mixed"),
+        ("White and Black Caribbean", "Mixed"),
         ("Mixed - White and Asian", "Mixed"),
-        ("Other", "Other"), ("Arab", "Other"), ("Any other ethnic group", "Other"), ("Any other group", "Other"),
-        ("Not stated", "unknown"), ("Unknown", "unknown"), ("Prefer not to say", "unknown"), ("Refused", "unknown"),
-        ("American Indian", "unknown"), ("Hispanic", "unknown"), ("Martian", "unknown"), ("", "unknown"),
+        ("Other", "Other"),
+        ("Arab", "Other"),
+        ("Any other ethnic group", "Other"),
+        ("Any other group", "Other"),
+        ("Not stated", "unknown"),
+        ("Unknown", "unknown"),
+        ("Prefer not to say", "unknown"),
+        ("Refused", "unknown"),
+        ("American Indian", "unknown"),
+        ("Hispanic", "unknown"),
+        ("Martian", "unknown"),
+        ("", "unknown"),
         (None, "unknown"),
         ("Black Asian", "unknown"),  # two groups named, not "mixed": not guessed
         ("Caribbean Asian", "unknown"),
@@ -119,8 +167,8 @@ def test_every_normalised_value_is_in_its_value_set():
         assert normalise_ethnicity(text) in ETHNICITIES
     for value in ("SIEMENS", "GE Healthcare", "??"):
         assert normalise_vendor(value) in VENDORS
-    for value in (1.5, 2.89, 9.4):
-        assert normalise_field_strength(value) in FIELD_STRENGTHS
+    for tesla in (1.5, 2.89, 9.4):
+        assert normalise_field_strength(tesla) in FIELD_STRENGTHS
     for value in ("058Y", "000Y", "200Y"):
         assert normalise_age(value) in AGE_BANDS
     for value in ("M", "F", "O"):
@@ -136,7 +184,10 @@ def _header(**values: object) -> Dataset:
 
 def test_attributes_come_from_the_dicom_header():
     header = _header(
-        PatientSex="M", PatientAge="067Y", EthnicGroup="Black African", Manufacturer="GE MEDICAL SYSTEMS",
+        PatientSex="M",
+        PatientAge="067Y",
+        EthnicGroup="Black African",
+        Manufacturer="GE MEDICAL SYSTEMS",
         MagneticFieldStrength="15000",
     )
     assert subgroup_attributes(header) == SubgroupAttributes(
@@ -145,7 +196,9 @@ def test_attributes_come_from_the_dicom_header():
 
 
 def test_manifest_values_override_dicom_and_blank_cells_do_not():
-    header = _header(PatientSex="M", PatientAge="067Y", EthnicGroup="White", Manufacturer="Philips", MagneticFieldStrength=3)
+    header = _header(
+        PatientSex="M", PatientAge="067Y", EthnicGroup="White", Manufacturer="Philips", MagneticFieldStrength=3
+    )
     overrides = {"sex": "F", "age": "45", "ethnicity": "Asian - Indian", "vendor": "", "field_strength": " "}
     assert subgroup_attributes(header, overrides) == SubgroupAttributes(
         sex="female", age_band="40-59", ethnicity="Asian", vendor="Philips", field_strength="3T"

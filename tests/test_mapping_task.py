@@ -60,9 +60,8 @@ def test_a_site_ingests_each_molli_series_from_dicom_with_its_times_reference_an
     for case in cases:
         assert case.frames.shape[0] == (8 if case.contrast == NATIVE else 9)  # 5(3)3 and 4(1)3(1)2
         assert np.all(np.diff(case.inversion_times_ms) > 0)
-        tissue_mask = case.tissue_mask
-        assert tissue_mask is not None  # ingested with its mask
-        assert case.reference_t1_ms.shape == case.frames.shape[1:] == tissue_mask.shape
+        assert case.reference_t1_ms is not None and case.tissue_mask is not None  # phantom sites have both
+        assert case.reference_t1_ms.shape == case.frames.shape[1:] == case.tissue_mask.shape
         assert not case.entry.has_mask  # the LGE task never mistakes it for one of its cases
         assert case.entry.attributes.ethnicity != "unknown"  # from the manifest
     site_haematocrits = sorted(round(c["haematocrit"], 4) for c in truth if c["site_id"] == "site-01")

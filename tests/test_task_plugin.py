@@ -87,7 +87,9 @@ class HeartRegion(Task):
 
     def patient_examples(self, store: CaseStore, seed: int = 0) -> torch.utils.data.Dataset:
         # One item per case (each phantom patient has one LGE stack): its middle slice.
-        return [(image[image.shape[0] // 2], heart[heart.shape[0] // 2]) for _, image, heart in self.cases(store, False)]  # type: ignore[return-value]
+        return [
+            (image[image.shape[0] // 2], heart[heart.shape[0] // 2]) for _, image, heart in self.cases(store, False)
+        ]  # type: ignore[return-value]
 
     def loss(self) -> torch.nn.Module:
         return torch.nn.CrossEntropyLoss()
@@ -112,7 +114,11 @@ class HeartRegion(Task):
         return ModelDescription({"architecture": "two 3x3 convolutions"}, {"modality": "LGE", "size": SIZE})
 
     def predict(
-        self, model: torch.nn.Module, series_dir: Path, out_dir: Path, device: torch.device,
+        self,
+        model: torch.nn.Module,
+        series_dir: Path,
+        out_dir: Path,
+        device: torch.device,
         provenance: Mapping[str, Any],
     ) -> Prediction:
         from cmr.series_folder import read_one_series
@@ -201,7 +207,10 @@ def test_a_task_defined_in_a_test_file_runs_two_federated_rounds_with_audit_outp
     key = sign_demo_model(tmp_path / "signing", run_dir, [site_dir], NAME)
     card = json.loads((run_dir / "model-card.json").read_text())
     assert card["task"]["name"] == NAME and card["network"]["architecture"] == "two 3x3 convolutions"
-    assert "Dice heart" in (run_dir / "model-card.md").read_text() or "dice heart" in (run_dir / "model-card.md").read_text()
+    assert (
+        "Dice heart" in (run_dir / "model-card.md").read_text()
+        or "dice heart" in (run_dir / "model-card.md").read_text()
+    )
     write_signed_model(run_dir, NAME, key, site_dir / "models" / NAME / "1")
     series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*"))[0]
     out = tmp_path / "prediction"

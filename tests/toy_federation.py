@@ -157,7 +157,7 @@ class ToyGrid:
         self._extra = behaviour.as_config()
         self.received: list[Message] = []
 
-    def send_and_receive(self, messages, *, timeout: float | None = None):  # noqa: ANN001, ANN201
+    def send_and_receive(self, messages, *, timeout: float | None = None):
         messages = list(messages)
         for message in messages:
             if not message.has_error() and "config" in message.content:

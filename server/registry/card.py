@@ -27,8 +27,17 @@ from tasks.base import Task
 CARD_FORMAT = "cmrfl-model-card/1"
 SOFTWARE = ("cmrfl", "torch", "monai", "flwr", "opacus", "numpy", "pydicom", "mlflow")
 TRAINING_KEYS = (
-    "num-server-rounds", "strategy", "local-epochs", "batch-size", "learning-rate", "proximal-mu",
-    "server-learning-rate", "max-local-steps", "seed", "fairness-mitigation", "fairness-balance-attribute",
+    "num-server-rounds",
+    "strategy",
+    "local-epochs",
+    "batch-size",
+    "learning-rate",
+    "proximal-mu",
+    "server-learning-rate",
+    "max-local-steps",
+    "seed",
+    "fairness-mitigation",
+    "fairness-balance-attribute",
 )
 
 

@@ -9,7 +9,6 @@ only then become labels.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +24,9 @@ PREDICTION = "prediction"
 
 
 @torch.no_grad()
-def slice_logits(model: torch.nn.Module, slices: torch.Tensor, device: torch.device, batch_size: int = 32) -> torch.Tensor:
+def slice_logits(
+    model: torch.nn.Module, slices: torch.Tensor, device: torch.device, batch_size: int = 32
+) -> torch.Tensor:
     """Logits [slice, class, row, col] (float32, on the CPU) for slices [slice, row, col]."""
     model.eval()
     outputs = []

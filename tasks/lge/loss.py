@@ -40,6 +40,8 @@ class PerSliceDiceCELoss(torch.nn.Module):
     which is what Opacus' ghost clipping switches between.
     """
 
+    class_weights: torch.Tensor  # a buffer (register_buffer), so that it moves with the module
+
     def __init__(self, class_weights: Sequence[float] = DEFAULT_CLASS_WEIGHTS, reduction: str = "mean") -> None:
         super().__init__()
         from monai.losses import DiceLoss

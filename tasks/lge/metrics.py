@@ -42,8 +42,8 @@ SUMMARY_METRICS = ("dice_myocardium", "dice_scar", "scar_burden_abs_error")
 
 def _myocardium_and_scar(classes: np.ndarray) -> torch.Tensor:
     """[1, 2, ...] binary channels: whole myocardium, scar (not mutually exclusive)."""
-    classes = torch.as_tensor(np.asarray(classes))
-    channels = torch.stack([classes >= LgeClass.MYOCARDIUM, classes == LgeClass.SCAR])
+    labels = torch.as_tensor(np.asarray(classes))
+    channels = torch.stack([labels >= LgeClass.MYOCARDIUM, labels == LgeClass.SCAR])
     return channels[None].float()
 
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cmr.series_folder import read_one_series
 from cmr.geometry import stack_to_nifti_array
 from cmr.labels import TissueLabel
+from cmr.series_folder import read_one_series
 from tasks.base import Prediction
 
 if TYPE_CHECKING:
@@ -74,8 +74,12 @@ def segment_series(
     result = out_dir / RESULT_FILE
     result.write_text(json.dumps(summary, indent=2) + "\n")
     overlay = write_overlay(
-        image, mask, out_dir / OVERLAY_FILE, burden,
-        f"{provenance.get('name', 'model')} v{provenance.get('version', '?')}", Path(series_dir).name,
+        image,
+        mask,
+        out_dir / OVERLAY_FILE,
+        burden,
+        f"{provenance.get('name', 'model')} v{provenance.get('version', '?')}",
+        Path(series_dir).name,
     )
     burden_text = "no myocardium found" if burden is None else f"{burden:.1f} %"
     line = (

@@ -63,9 +63,7 @@ class LgeScarSegmentation(Task):
     """Segment healthy myocardium and scar in short-axis LGE; score myocardium, scar and burden."""
 
     name: ClassVar[str] = "lge"
-    description: ClassVar[str] = (
-        "Segment healthy myocardium and scar in short-axis LGE cardiac MR; report scar burden"
-    )
+    description: ClassVar[str] = "Segment healthy myocardium and scar in short-axis LGE cardiac MR; report scar burden"
     series_kinds: ClassVar[tuple[str, ...]] = (SeriesKind.LGE_STACK,)
     metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
     audit_spec: ClassVar[AuditSpec | None] = LGE_AUDIT_SPEC
@@ -152,7 +150,9 @@ class LgeScarSegmentation(Task):
             losses.append(float(loss_function(logits[labelled], case.label[labelled, None].long())))
             restored = probabilities_on_original_grid(torch.softmax(logits, dim=1), case.image, self.geometry)
             predicted = most_probable_class(restored)
-            reference = tissue_to_class(store.load(case.entry).mask)
+            mask = store.load(case.entry).mask
+            assert mask is not None, f"{case.entry.case_id}: preprocessed_cases keeps labelled cases only"
+            reference = tissue_to_class(mask)
             entry = case.entry
             metrics, calls = case_metrics(
                 reference[labelled],
@@ -213,7 +213,11 @@ class LgeScarSegmentation(Task):
         return predict_stack(model, image, spacing, device, self.geometry)
 
     def predict(
-        self, model: torch.nn.Module, series_dir: Path, out_dir: Path, device: torch.device,
+        self,
+        model: torch.nn.Module,
+        series_dir: Path,
+        out_dir: Path,
+        device: torch.device,
         provenance: Mapping[str, Any],
     ) -> Prediction:
         from tasks.lge.predict import segment_series

@@ -41,7 +41,9 @@ INPUT_CHANNELS_PER_FRAME = 3  # series-scaled frame, pixel-scaled frame, inversi
 PIXEL_SCALE_FLOOR = 0.05  # of the series' 99th percentile: background noise is not blown up
 
 
-def network_input(frames: np.ndarray | torch.Tensor, inversion_times_ms: Sequence[float], max_frames: int) -> torch.Tensor:
+def network_input(
+    frames: np.ndarray | torch.Tensor, inversion_times_ms: Sequence[float] | np.ndarray, max_frames: int
+) -> torch.Tensor:
     """[3·max_frames, row, col] float32 network input of one series (see the module docstring)."""
     frames = torch.as_tensor(np.asarray(frames, dtype=np.float32))
     times = np.asarray(inversion_times_ms, dtype=np.float64)
@@ -64,7 +66,9 @@ def network_input(frames: np.ndarray | torch.Tensor, inversion_times_ms: Sequenc
     n = frames.shape[0]
     channels[:n] = frames
     channels[max_frames : max_frames + n] = curves
-    channels[2 * max_frames : 2 * max_frames + n] = torch.as_tensor(times / TIME_SCALE_MS, dtype=torch.float32)[:, None, None]
+    channels[2 * max_frames : 2 * max_frames + n] = torch.as_tensor(times / TIME_SCALE_MS, dtype=torch.float32)[
+        :, None, None
+    ]
     return channels
 
 
@@ -134,7 +138,10 @@ def random_frame_motion(
     frame_channels = [block * max_frames + frame for block in range(2) for frame in range(n_frames)]
     moved = torch.nn.functional.grid_sample(
         images[frame_channels].reshape(2, n_frames, rows, columns).transpose(0, 1),
-        grid, mode="bilinear", padding_mode="zeros", align_corners=False,
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
     )
     result = images.clone()
     result[frame_channels] = moved.transpose(0, 1).reshape(2 * n_frames, rows, columns)
@@ -189,4 +196,3 @@ def groups_by(keys: Sequence[str]) -> list[list[int]]:
     for index, key in enumerate(keys):
         grouped.setdefault(key, []).append(index)
     return list(grouped.values())
-

@@ -25,7 +25,7 @@ DEFAULT_CHANNELS = (16, 32, 64, 128)
 def t1_map_ms(
     model: torch.nn.Module,
     frames: np.ndarray,
-    inversion_times_ms: Sequence[float],
+    inversion_times_ms: Sequence[float] | np.ndarray,
     max_frames: int = DEFAULT_MAX_FRAMES,
     multiple: int = 8,
     device: torch.device | None = None,
@@ -47,7 +47,7 @@ class SavedMappingNetwork:
     max_frames: int
     channels: tuple[int, ...]
 
-    def t1_map_ms(self, frames: np.ndarray, inversion_times_ms: Sequence[float]) -> np.ndarray:
+    def t1_map_ms(self, frames: np.ndarray, inversion_times_ms: Sequence[float] | np.ndarray) -> np.ndarray:
         return t1_map_ms(self.model, frames, inversion_times_ms, self.max_frames, size_multiple(self.channels))
 
 
@@ -63,7 +63,7 @@ def load_mapping_model(model_path: Path | str) -> SavedMappingNetwork:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same problem for the user
+    except Exception as error:
         raise ValueError(f"{path}: not a saved PyTorch model ({type(error).__name__}: {error})") from None
     if not isinstance(saved, dict):
         raise ValueError(f"{path}: expected a state dict or a run's final model, found {type(saved).__name__}")

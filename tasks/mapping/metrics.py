@@ -13,8 +13,8 @@ has one, its post-contrast series. Measures (NaN where undefined):
 * ``post_myocardial_t1_abs_error_ms``: the myocardial error of the post-contrast map;
 * ``ecv_abs_error_percent``: |ECV from the predicted maps − ECV from the reference
   maps| of the healthy (remote) myocardium (ROI mean T1) against the blood pool
-  (ROI median T1), in percentage points, with the case's haematocrit; ``ecv_reference_percent`` and ``ecv_predicted_percent`` are the two
-  ECVs themselves.
+  (ROI median T1), in percentage points, with the case's haematocrit;
+  ``ecv_reference_percent`` and ``ecv_predicted_percent`` are the two ECVs themselves.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def study_metrics(
     if native is not None and post is not None:
         ecvs = []
         for which in (1, 0):  # reference maps, then predicted maps (ROIs from the references)
-            values = [
+            native_myocardium, native_blood, post_myocardium, post_blood = (
                 region_value(series[which], series[2], labels, series[1], statistic)
                 for series in (native, post)
                 for labels, statistic in (
@@ -116,8 +116,8 @@ def study_metrics(
                     # papillary muscles, whose T1 is the myocardium's.
                     ((TissueLabel.LV_BLOOD_POOL,), np.median),
                 )
-            ]
-            ecvs.append(ecv_fraction(*values, haematocrit))
+            )
+            ecvs.append(ecv_fraction(native_myocardium, native_blood, post_myocardium, post_blood, haematocrit))
         reference_ecv, predicted_ecv = ecvs
         metrics["ecv_reference_percent"] = 100.0 * reference_ecv
         metrics["ecv_predicted_percent"] = 100.0 * predicted_ecv

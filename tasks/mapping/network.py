@@ -27,7 +27,8 @@ def build_mapping_unet(max_frames: int, channels: Sequence[int] = (16, 32, 64, 1
         strides=(2,) * (len(channels) - 1),
         num_res_units=0,
         act=("leakyrelu", {"negative_slope": 0.1, "inplace": False}),
-        norm=None,
+        # MONAI's UNet annotates norm as tuple | str, but passes it to Convolution, which takes None (no norm)
+        norm=None,  # type: ignore[arg-type]
     )
 
 

@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,15 +37,15 @@ from tasks.base import (
     validation_case_ids,
 )
 from tasks.mapping.audit import MAPPING_AUDIT_SPEC
-from tasks.mapping.demo import generate_mapping_hospitals
 from tasks.mapping.data import (
     DEFAULT_MAX_FRAMES,
-    SeriesTrainingSet,
     T1_SCALE_MS,
+    SeriesTrainingSet,
     groups_by,
     network_input,
     network_target,
 )
+from tasks.mapping.demo import generate_mapping_hospitals
 from tasks.mapping.inference import t1_map_ms
 from tasks.mapping.loss import WeightedL1Loss
 from tasks.mapping.metrics import METRIC_NAMES, SUMMARY_METRICS, nan_mean, study_metrics
@@ -64,6 +63,13 @@ class PreparedSeries:
     target: torch.Tensor  # [2, row, col]: T1 / T1_SCALE_MS and pixel weights
 
 
+@dataclass(frozen=True)
+class _Study:
+    """One examination, split as a unit: its native and post-contrast series stay on one side."""
+
+    case_id: str  # the study's id, hashed by the house split as a case id would be
+
+
 @dataclass
 class MotionRobustT1Mapping(Task):
     """Map T1 from a MOLLI series under motion; score myocardial and blood T1 and ECV per study."""
@@ -77,13 +83,13 @@ class MotionRobustT1Mapping(Task):
     audit_spec: ClassVar[AuditSpec | None] = MAPPING_AUDIT_SPEC
     demo: ClassVar[DemoRecipe | None] = DemoRecipe(
         generate=generate_mapping_hospitals,
-        # 16 examinations a hospital (native and post-contrast MOLLI each): about 4
-        # validation studies per site; 5 rounds. The demo's own measured time and errors
-        # are in docs/mapping-network.md.
-        cases_per_site=16,
-        rounds=5,
+        # 20 examinations a hospital (native and post-contrast MOLLI each, motion up to
+        # 4 mm): 2-3 validation studies per site. 20 rounds of up to 100 local steps,
+        # about 5 s a round on 2 cores (README, "Other tasks").
+        cases_per_site=20,
+        rounds=20,
         model_name="t1-mapping",
-        run_config={"batch-size": 4, "learning-rate": 0.003, "max-local-steps": 40, "local-epochs": 20},
+        run_config={"batch-size": 4, "learning-rate": 0.002, "max-local-steps": 100, "local-epochs": 50},
     )
 
     validation_fraction: float = 0.25
@@ -107,7 +113,7 @@ class MotionRobustT1Mapping(Task):
     def split(self, store: CaseStore) -> tuple[list[PreparedSeries], list[PreparedSeries]]:
         """(training series, validation series), split by study with the house rule of tasks.base."""
         series = self.prepared(store)
-        studies = [SimpleNamespace(case_id=study) for study in sorted({s.case.study for s in series})]
+        studies = [_Study(case_id=study) for study in sorted({s.case.study for s in series})]
         chosen = validation_case_ids(studies, self.validation_fraction)
         return [s for s in series if s.case.study not in chosen], [s for s in series if s.case.study in chosen]
 
@@ -152,7 +158,13 @@ class MotionRobustT1Mapping(Task):
 
     # ---------------------------------------------------------------- evaluation
 
-    def t1_map_ms(self, model: torch.nn.Module, frames: np.ndarray, inversion_times_ms: Sequence[float], device: torch.device) -> np.ndarray:
+    def t1_map_ms(
+        self,
+        model: torch.nn.Module,
+        frames: np.ndarray,
+        inversion_times_ms: Sequence[float] | np.ndarray,
+        device: torch.device,
+    ) -> np.ndarray:
         model.to(device)
         return t1_map_ms(model, frames, inversion_times_ms, self.max_frames, size_multiple(self.channels), device)
 
@@ -186,7 +198,6 @@ class MotionRobustT1Mapping(Task):
         summary["loss"] = nan_mean(losses)
         return Evaluation(records=records, summary=summary, num_examples=len(records))
 
-
     # ---------------------------------------------------------------- outputs, model card, inference
 
     @property
@@ -210,11 +221,18 @@ class MotionRobustT1Mapping(Task):
     def with_network(self, network: Mapping[str, Any]) -> MotionRobustT1Mapping:
         if "channels" not in network:
             return self
-        return replace(self, max_frames=int(network.get("max_frames", self.max_frames)),
-                       channels=tuple(int(c) for c in network["channels"]))
+        return replace(
+            self,
+            max_frames=int(network.get("max_frames", self.max_frames)),
+            channels=tuple(int(c) for c in network["channels"]),
+        )
 
     def predict(
-        self, model: torch.nn.Module, series_dir: Path, out_dir: Path, device: torch.device,
+        self,
+        model: torch.nn.Module,
+        series_dir: Path,
+        out_dir: Path,
+        device: torch.device,
         provenance: Mapping[str, Any],
     ) -> Prediction:
         """T1 map (ms) of one MOLLI series, written as NIfTI on the series' grid."""
@@ -249,8 +267,12 @@ class _PreparedCache:
             return []
         stat = store.index_path.stat()
         key = (
-            str(store.index_path.resolve()), stat.st_mtime_ns, stat.st_size,
-            task.max_frames, task.blood_weight, task.myocardium_weight,
+            str(store.index_path.resolve()),
+            stat.st_mtime_ns,
+            stat.st_size,
+            task.max_frames,
+            task.blood_weight,
+            task.myocardium_weight,
         )
         with self._lock:
             if key not in self._entries:
