@@ -82,14 +82,14 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
 
         task = get_task(task_name)
         model = task.build_model()
-        model.load_state_dict(msg.content[Record.ARRAYS].to_torch_state_dict())
+        model.load_state_dict(msg.content.array_records[Record.ARRAYS].to_torch_state_dict())
         return task, model
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         from tasks.base import pick_device
 
-        instruction = TrainInstruction.from_record(msg.content[Record.CONFIG])
+        instruction = TrainInstruction.from_record(msg.content.config_records[Record.CONFIG])
         site = resolve_site(dict(context.node_config), simulated_site_dirs)
         task, model = model_for(instruction.task, msg)
         settings, request = instruction.training, instruction.dp_sgd
@@ -128,7 +128,7 @@ def make_client_app(simulated_site_dirs: list[Path] | None = None) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         from tasks.base import pick_device
 
-        instruction = EvaluateInstruction.from_record(msg.content[Record.CONFIG])
+        instruction = EvaluateInstruction.from_record(msg.content.config_records[Record.CONFIG])
         site = resolve_site(dict(context.node_config), simulated_site_dirs)
         task, model = model_for(instruction.task, msg)
         evaluation = task.evaluate(model, site.store, pick_device(instruction.device), site.site_id)

@@ -32,7 +32,7 @@ from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
-from cmrfl.protocol import Metric, Record
+from cmrfl.protocol import Metric, Record, record_float, record_int
 from privacy.guards import check_update, model_update
 from privacy.settings import KEY_CLIENT_DP, KEY_MAX_UPDATE_NORM, KEY_UNIFORM_SITE_WEIGHTS
 
@@ -86,7 +86,7 @@ def masked_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
     arrays_key = _single_key(reply.content.array_records, "reply")
     update = model_update(_named(reply.content.array_records[arrays_key]), received)
     metrics = next(iter(reply.content.metric_records.values()))
-    weight = 1 if bool(config.get(KEY_UNIFORM_SITE_WEIGHTS, False)) else int(metrics[NUM_EXAMPLES_KEY])
+    weight = 1 if bool(config.get(KEY_UNIFORM_SITE_WEIGHTS, False)) else record_int(metrics[NUM_EXAMPLES_KEY])
     _warn_if_quantisation_clips(update, weight, context)
     del reply.content[arrays_key]  # the weights never leave the site under SecAgg+
     fitres = FitRes(
@@ -117,7 +117,7 @@ def update_guard_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     if msg.metadata.message_type != MessageType.TRAIN or not msg.content.array_records:
         return call_next(msg, context)
     received = _arrays(msg.content)
-    max_norm = float(_train_config(msg).get(KEY_MAX_UPDATE_NORM, 0.0))
+    max_norm = record_float(_train_config(msg).get(KEY_MAX_UPDATE_NORM, 0.0))
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply
@@ -170,8 +170,8 @@ def _warn_if_quantisation_clips(update: dict[str, np.ndarray], weight: int, cont
     state = context.state.config_records.get(RECORD_KEY_STATE)
     if state is None or not state.get("max_weight"):
         return
-    ratio = weight / float(state["max_weight"])
-    limit = float(state["clipping_range"])
+    ratio = weight / record_float(state["max_weight"])
+    limit = record_float(state["clipping_range"])
     clipped = sum(int(np.count_nonzero(np.abs(a) * ratio > limit)) for a in update.values())
     if clipped:
         log.warning(

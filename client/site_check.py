@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from client.site import SITE_CONFIG_FILE, SiteConfig, SiteConfigError
 from client.site_init import SiteFederation, load_site_federation, split_address
 from cmr.attributes import ATTRIBUTE_NAMES
-from cmr.store import CaseStore
+from cmr.series_kinds import series_kind_of
+from cmr.store import CaseEntry, CaseStore
 
 OK, PROBLEM, INFO = "ok", "problem", "info"
 MIN_PYTHON = (3, 11)
@@ -118,11 +119,27 @@ def check_case_store(site_dir: Path) -> list[CheckResult]:
             "" if len(entries) >= MIN_CASES and with_masks else "ingest cases with reference masks (--labels)",
         )
     ]
+    results.append(CheckResult("cases by series kind", INFO, series_kinds_and_tasks(entries) or "none"))
     for attribute in ATTRIBUTE_NAMES:
         counts = Counter(e.attributes.as_dict()[attribute] for e in entries)
         detail = ", ".join(f"{group} {n}" for group, n in sorted(counts.items()))
         results.append(CheckResult(f"cases by {attribute.replace('_', ' ')}", INFO, detail or "none"))
     return results
+
+
+def series_kinds_and_tasks(entries: list[CaseEntry]) -> str:
+    """ "lge-stack 24 (task lge), molli-t1 32 (task mapping)": what the store holds, and which tasks read it."""
+    from tasks import get_task, task_names
+
+    readers: dict[str, list[str]] = {}
+    for name in task_names():
+        for kind in get_task(name).series_kinds:
+            readers.setdefault(str(kind), []).append(name)
+    counts = Counter(str(series_kind_of(e.case_labels)) for e in entries)
+    return ", ".join(
+        f"{kind} {n} ({'task ' + ', '.join(readers[kind]) if kind in readers else 'no task reads it'})"
+        for kind, n in sorted(counts.items())
+    )
 
 
 def check_site_config(site_dir: Path) -> tuple[CheckResult, SiteFederation | None]:

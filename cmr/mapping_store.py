@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cmr.attributes import SubgroupAttributes
 from cmr.series_kinds import SERIES_KIND_LABEL, SeriesKind
 from cmr.store import CaseEntry, CaseStore, StoredCase
 
@@ -212,41 +211,3 @@ def t1_mapping_cases(store: CaseStore) -> list[T1MappingCase]:
 def t2prep_cases(store: CaseStore) -> list[T2PrepCase]:
     """Every T2-prep series in the store, in case-id order."""
     return [t2prep_case(store.load(entry)) for entry in store.entries() if is_t2prep_case(entry)]
-
-
-def put_t1_mapping_series(
-    store: CaseStore,
-    case_id: str,
-    frames: np.ndarray,
-    inversion_times_ms: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    attributes: SubgroupAttributes,
-    *,
-    contrast: str,
-    study: str,
-    haematocrit: float | None,
-    reference_t1_ms: np.ndarray | None,
-    tissue_mask: np.ndarray | None,
-    affine_ras: np.ndarray | None = None,
-) -> bool:
-    """Store one MOLLI series (frames in inversion-time order); False when already stored as is."""
-    content = t1_mapping_content(
-        f"case {case_id}",
-        frames,
-        inversion_times_ms,
-        contrast=contrast,
-        study=study,
-        haematocrit=haematocrit,
-        reference_t1_ms=reference_t1_ms,
-        tissue_mask=tissue_mask,
-    )
-    return store.put(
-        case_id,
-        content.frames,
-        None,
-        spacing_mm,
-        attributes,
-        case_labels=content.case_labels,
-        affine_ras=affine_ras,
-        extra_arrays=content.extra_arrays,
-    )

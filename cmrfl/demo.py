@@ -177,12 +177,14 @@ def register(
     console: Console,
 ) -> dict[str, Any]:
     """Register the signed model (own registry: also site accounts and one verified pull); print how to go on."""
+    model_name = settings.model_name
+    assert model_name is not None  # DemoSettings.__post_init__ fills it in
     started = time.monotonic()
     with console.status("Registering the model (MLflow registry)"):
         if settings.tracking_uri:
-            registration = register_demo_model(run_dir, signing_key, settings.model_name, settings.tracking_uri)
+            registration = register_demo_model(run_dir, signing_key, model_name, settings.tracking_uri)
         else:
-            registration = register_in_own_registry(settings.out, run_dir, signing_key, site_dirs, settings.model_name)
+            registration = register_in_own_registry(settings.out, run_dir, signing_key, site_dirs, model_name)
     seconds = round(time.monotonic() - started, 1)
     for line in registry_lines(registration, hospitals_dir):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -201,6 +203,8 @@ def _train(
     site_dirs: list[Path], run_dir: Path, settings: DemoSettings, progress: Progress, description: str, mitigation: str
 ) -> None:
     training = progress.add_task(description, total=settings.rounds)
+    demo = get_task(settings.task).demo
+    assert demo is not None  # DemoSettings.__post_init__ checked it
     recipe = FederationRecipe(
         {
             "task": settings.task,
@@ -217,7 +221,7 @@ def _train(
             "secure-aggregation": settings.secure_aggregation,
             "fairness-mitigation": mitigation,
             "fairness-balance-attribute": settings.balance_attribute,
-            **get_task(settings.task).demo.run_config,  # type: ignore[union-attr]  # the task's own (DemoSettings checked it)
+            **demo.run_config,  # the task's own
         }
     )
     recipe.simulate(
@@ -236,8 +240,11 @@ def compare_mitigation(run_dir: Path, balanced_dir: Path, console: Console) -> d
     balanced = json.loads((balanced_dir / "summary.json").read_text())
     console.print(final_table(balanced, get_task(balanced["task"]), "with group-balanced sampling"))
     outcome: dict[str, Any] = {"run_dir": str(balanced_dir), "final": balanced["final"]}
+    spec = get_task(balanced["run_config"]["task"]).audit_spec
+    if spec is None:
+        console.print("Before and after: no report (the task declares no fairness audit)", highlight=False)
+        return outcome
     try:
-        spec = get_task(balanced["run_config"]["task"]).audit_spec
         html_path, json_path = write_audit_report(balanced_dir, spec, baseline_dir=run_dir)
     except NoFairnessStatistics as missing:
         console.print(f"Before and after: no report ({missing})", highlight=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, MetricRecord, RecordDict
 
 from privacy.dp_sgd_settings import DpSgdRequest
 from tasks.settings import DEFAULT_BALANCE_ATTRIBUTE, NO_MITIGATION, TrainSettings
@@ -110,8 +110,27 @@ class ProtocolError(ValueError):
     """A message that does not have the form this version sends; says which record and key."""
 
 
-def _get(record: ConfigRecord, key: str, kind: type, where: str) -> Any:
+def record_int(value: ConfigRecordValues) -> int:
+    """``int()`` of one value of a Config- or MetricRecord (Flower types them as scalars or lists)."""
+    if isinstance(value, list):
+        raise TypeError(f"expected one number, got a list: {value!r}")
+    return int(value)
+
+
+def record_float(value: ConfigRecordValues) -> float:
+    """``float()`` of one value of a Config- or MetricRecord (Flower types them as scalars or lists)."""
+    if isinstance(value, list):
+        raise TypeError(f"expected one number, got a list: {value!r}")
+    return float(value)
+
+
+_REQUIRED = object()
+
+
+def _get(record: ConfigRecord, key: str, kind: type, where: str, default: Any = _REQUIRED) -> Any:
     if key not in record:
+        if default is not _REQUIRED:
+            return default
         raise ProtocolError(f"{where}: no {key!r}")
     try:
         return kind(record[key])
@@ -221,7 +240,7 @@ class EvaluateInstruction:
             task=_get(record, Key.TASK, str, where),
             server_round=_get(record, Key.SERVER_ROUND, int, where),
             device=_get(record, Key.DEVICE, str, where),
-            suppression_threshold=int(record.get(Key.SUPPRESSION_THRESHOLD, 1)),
+            suppression_threshold=_get(record, Key.SUPPRESSION_THRESHOLD, int, where, default=1),
         )
 
 
@@ -264,7 +283,7 @@ class EvaluateReply:
     def to_record(self) -> RecordDict:
         content = RecordDict(
             {
-                str(Record.METRICS): MetricRecord(self.metrics),
+                str(Record.METRICS): MetricRecord(dict(self.metrics)),
                 str(Record.SITE): ConfigRecord({str(Key.SITE_ID): self.site_id}),
             }
         )

@@ -161,7 +161,7 @@ def secret_generator(device: torch.device | str = "cpu") -> torch.Generator:
 class PrivateTraining:
     """The Opacus-wrapped trio (and criterion) for one round, and its accountant."""
 
-    module: GradSampleModule  # the caller's model wrapped (an nn.Module); cleanup() unwraps it
+    module: GradSampleModule  # the caller's model in Opacus' wrapper (an nn.Module)
     optimizer: Any  # opacus DPOptimizer (or its fast-gradient-clipping variant)
     data_loader: DataLoader
     criterion: Callable[..., Any]

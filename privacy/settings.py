@@ -43,11 +43,6 @@ class SecureAggregationSettings:
     quantization_range: int = 2**22
     max_weight: float = 1000.0
 
-    @property
-    def quantisation_step(self) -> float:
-        """The value of one quantisation level (the precision of a weighted coordinate)."""
-        return 2 * self.clipping_range / self.quantization_range
-
 
 @dataclass(frozen=True)
 class ClientDpSettings:

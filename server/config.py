@@ -14,6 +14,7 @@ from typing import Any
 from fairness.settings import run_config_problems as fairness_run_config_problems
 from privacy.dp_sgd_settings import DpSgdRequest
 from privacy.dp_sgd_settings import run_config_problems as dp_sgd_run_config_problems
+from privacy.settings import PrivacySettings
 from privacy.settings import run_config_problems as privacy_run_config_problems
 from tasks.settings import TrainSettings, mitigation_problems
 
@@ -129,6 +130,10 @@ class FederationConfig:
             accountant=self.dp_sgd_accountant,
             grad_sample_mode=self.dp_sgd_grad_sample_mode,
         )
+
+    def privacy_settings(self) -> PrivacySettings:
+        """Secure aggregation, client-level DP and the update guard (privacy.settings)."""
+        return PrivacySettings.from_run_config(self)
 
     def to_run_config(self) -> dict[str, Any]:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}

@@ -171,13 +171,13 @@ def run_federation(
         if privacy.secure_aggregation.enabled:
             entry["secure_aggregation"] = {"sites": len(accepted), "sampled": len(instructions)}
         if composed.client_dp is not None and clipping_norm is not None:
-            entry["client_dp"] = composed.client_dp.account_round(clipping_norm)
+            client_dp = entry["client_dp"] = composed.client_dp.account_round(clipping_norm)
             log.info(
                 "round %d: client-level ε = %.4g at δ = %g after %d releases",
                 server_round,
-                entry["client_dp"]["epsilon"],
-                entry["client_dp"]["delta"],
-                entry["client_dp"]["releases"],
+                client_dp["epsilon"],
+                client_dp["delta"],
+                client_dp["releases"],
             )
         if get_task(config.task).audit_spec is not None:  # a task that declares a fairness audit
             save_fairness_statistics(run_dir, server_round, config, evaluate_replies)
@@ -366,5 +366,5 @@ def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
     for reply in replies:
         if reply.has_error():
             continue
-        per_site[_site_of(reply)] = means_from_sums(dict(reply.content[Record.METRICS]))
+        per_site[_site_of(reply)] = means_from_sums(dict(reply.content.metric_records[Record.METRICS]))
     return dict(sorted(per_site.items()))

@@ -8,7 +8,9 @@ strategy: it changes how a round's weights travel (server/secure_aggregation.py)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
@@ -42,14 +44,27 @@ class ComposedStrategy:
 
 
 def compose_strategy(config: FederationConfig) -> ComposedStrategy:
-    privacy = PrivacySettings.from_run_config(config)
+    privacy = config.privacy_settings()
     base = build_strategy(config, uniform_site_weights=privacy.uniform_site_weights)
     client_dp = ClientLevelDp(privacy.client_dp, base) if privacy.client_dp.enabled else None
     return ComposedStrategy(strategy=client_dp.strategy if client_dp else base, privacy=privacy, client_dp=client_dp)
 
 
+class _CommonOptions(TypedDict):
+    """The keyword arguments that every strategy built here takes (FedAvg's)."""
+
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
+    evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord]
+    weighted_by_key: NotRequired[str]
+
+
 def build_strategy(config: FederationConfig, uniform_site_weights: bool = False) -> Strategy:
-    common = dict(
+    common = _CommonOptions(
         fraction_train=config.fraction_train,
         fraction_evaluate=1.0,  # every site evaluates every round: the audit needs all
         min_train_nodes=config.min_train_sites,

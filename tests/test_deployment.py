@@ -185,6 +185,7 @@ def test_site_check_reports_each_problem_with_what_to_do(ingested_sites: list[Pa
     assert results["model-signing key"].status == PROBLEM and "missing" in results["model-signing key"].detail
     assert results["SuperLink"].status == PROBLEM and "does not answer" in results["SuperLink"].detail
     assert results["case store"].status == OK and "8 cases" in results["case store"].detail
+    assert results["cases by series kind"].detail == "lge-stack 8 (task lge)"  # what each task can learn from
     assert "female" in results["cases by sex"].detail or "male" in results["cases by sex"].detail
     assert {results[p].status for p in ("flwr", "torch", "monai", "opacus", "pydicom", "python")} == {OK}
 

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.data import Dataset
 
-from cmrfl.protocol import TrainInstruction
 from cmr.store import CaseStore
+from cmrfl.protocol import TrainInstruction
 from server.config import FederationConfig, RunConfigError
 from server.federation import train_config_for
 from tasks import get_task
-from monai.data import Dataset
-
 from tasks.base import TrainingExamples, TrainSettings
-from tasks.training import training_loader
+from tasks.lge.task import LgeScarSegmentation
 from tasks.sampling import group_balanced_sampler, group_balanced_weights
+from tasks.training import training_loader
 
 CPU = torch.device("cpu")
 
@@ -63,6 +63,7 @@ def as_examples(samples: list[dict]) -> TrainingExamples:
 
 def test_the_lge_task_draws_a_sites_training_slices_balanced_by_sex(ingested_sites: list[Path]):
     task = get_task("lge")
+    assert isinstance(task, LgeScarSegmentation)
     store = CaseStore(ingested_sites[0])
     training, validation = task.split(store)  # the split is salted per ingest: use every case
     samples = [sample for case in training + validation for sample in case.slice_samples()]
@@ -70,11 +71,13 @@ def test_the_lge_task_draws_a_sites_training_slices_balanced_by_sex(ingested_sit
     assert set(sexes) == {"female", "male"}, "the fixture site needs both sexes for this test"
     plain = training_loader(as_examples(samples), TrainSettings(batch_size=4), CPU)
     balanced = training_loader(
-        as_examples(samples), TrainSettings(batch_size=4, fairness_mitigation="group-balanced", balance_attribute="sex"), CPU
+        as_examples(samples),
+        TrainSettings(batch_size=4, fairness_mitigation="group-balanced", balance_attribute="sex"),
+        CPU,
     )
     assert len(balanced) == len(plain)  # the same number of steps per epoch
     drawn: Counter[str] = Counter()
-    for epoch in range(400):
+    for _ in range(400):
         drawn.update(sexes[index] for index in balanced.sampler)
     share = drawn["female"] / sum(drawn.values())
     assert share == pytest.approx(0.5, abs=0.03)
@@ -85,6 +88,7 @@ def test_by_default_a_site_shuffles_every_slice_once_per_epoch_as_before(ingeste
     assert TrainSettings().fairness_mitigation == "none"
     assert FederationConfig().fairness_mitigation == "none"
     task = get_task("lge")
+    assert isinstance(task, LgeScarSegmentation)
     training, _ = task.split(CaseStore(ingested_sites[0]))
     samples = [sample for case in training for sample in case.slice_samples()]
     loader = training_loader(as_examples(samples), TrainSettings(seed=3), CPU)
@@ -107,11 +111,18 @@ def test_the_run_config_choice_reaches_the_sites_training_settings():
 @pytest.mark.parametrize(
     ("run_config", "message"),
     [
-        ({"fairness-mitigation": "reweighting"}, "fairness-mitigation='reweighting': choose one of none, group-balanced"),
-        ({"fairness-mitigation": "group-balanced", "fairness-balance-attribute": "gender"},
-         "fairness-balance-attribute='gender': not a subgroup attribute; choose one of sex, age_band, ethnicity"),
-        ({"fairness-mitigation": "group-balanced", "dp-sgd": True},
-         "cannot be combined with dp-sgd=true: DP-SGD samples each patient with the same probability"),
+        (
+            {"fairness-mitigation": "reweighting"},
+            "fairness-mitigation='reweighting': choose one of none, group-balanced",
+        ),
+        (
+            {"fairness-mitigation": "group-balanced", "fairness-balance-attribute": "gender"},
+            "fairness-balance-attribute='gender': not a subgroup attribute; choose one of sex, age_band, ethnicity",
+        ),
+        (
+            {"fairness-mitigation": "group-balanced", "dp-sgd": True},
+            "cannot be combined with dp-sgd=true: DP-SGD samples each patient with the same probability",
+        ),
     ],
 )
 def test_a_bad_mitigation_choice_is_refused_with_the_reason(run_config, message):
@@ -127,7 +138,13 @@ def test_dp_sgd_without_mitigation_is_still_accepted():
 def test_a_site_refuses_to_train_group_balanced_under_dp_sgd_even_if_asked():
     from privacy.dp_sgd import DpSgdRequest, plan_round
 
-    plan = plan_round(DpSgdRequest(target_epsilon=0.0, noise_multiplier=1.0), protected_units=40, batch_size=8, local_epochs=1, max_steps=0)
+    plan = plan_round(
+        DpSgdRequest(target_epsilon=0.0, noise_multiplier=1.0),
+        protected_units=40,
+        batch_size=8,
+        local_epochs=1,
+        max_steps=0,
+    )
     with pytest.raises(ValueError, match="privacy accounting"):
         TrainSettings(privacy=plan, fairness_mitigation="group-balanced")
 
@@ -141,8 +158,11 @@ def write_run(run_dir: Path, female_dice_drop: float, mitigation: str) -> Path:
     from fairness.site import fairness_statistics_to_send
     from fairness_fixtures import SPEC, consortium_records
 
-    run_config = {"fairness-suppression-threshold": 10, "fairness-mitigation": mitigation,
-                  "fairness-balance-attribute": "sex"}
+    run_config = {
+        "fairness-suppression-threshold": 10,
+        "fairness-mitigation": mitigation,
+        "fairness-balance-attribute": "sex",
+    }
     for server_round in (1, 2):
         records = consortium_records(80, seed=server_round, female_dice_drop=female_dice_drop, female_fraction=0.5)
         replies = {site: fairness_statistics_to_send(rs, SPEC) for site, rs in records.items()}
@@ -234,11 +254,13 @@ def test_the_demo_compares_training_without_and_with_group_balanced_sampling(tmp
     from cmrfl.demo import DemoSettings, run_demo
 
     console_file = tmp_path / "console.txt"
-    summary = run_demo(
-        DemoSettings(sites=3, cases_per_site=8, rounds=1, out=tmp_path / "demo", compare_mitigation=True,
-                     register=False),
-        Console(file=open(console_file, "w"), width=200),
-    )
+    with console_file.open("w") as console_stream:
+        summary = run_demo(
+            DemoSettings(
+                sites=3, cases_per_site=8, rounds=1, out=tmp_path / "demo", compare_mitigation=True, register=False
+            ),
+            Console(file=console_stream, width=200),
+        )
     balanced_dir = tmp_path / "demo" / "run-balanced"
     assert summary["compare_mitigation"]["run_dir"] == str(balanced_dir)
     balanced_summary = json.loads((balanced_dir / "summary.json").read_text())

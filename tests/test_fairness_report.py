@@ -15,17 +15,19 @@ from fairness.run_store import NoFairnessStatistics, load_run_statistics, round_
 from fairness.site import fairness_statistics_to_send
 from fairness_fixtures import SPEC, consortium_records
 
-RUN_CONFIG = {"fairness-suppression-threshold": 10, "fairness-tolerance-dice-myocardium": 0.05, "num-server-rounds": 2}
+SUPPRESSION_THRESHOLD = 10
+RUN_CONFIG = {
+    "fairness-suppression-threshold": SUPPRESSION_THRESHOLD,
+    "fairness-tolerance-dice-myocardium": 0.05,
+    "num-server-rounds": 2,
+}
 
 
 def write_run(run_dir: Path, female_dice_drop: float, rounds=(1, 2)) -> Path:
     """What the server would save: each round, each site's document as the site sent it."""
     for server_round in rounds:
         records = consortium_records(80, seed=server_round, female_dice_drop=female_dice_drop, female_fraction=0.5)
-        replies = {
-            site: fairness_statistics_to_send(rs, SPEC, RUN_CONFIG["fairness-suppression-threshold"])
-            for site, rs in records.items()
-        }
+        replies = {site: fairness_statistics_to_send(rs, SPEC, SUPPRESSION_THRESHOLD) for site, rs in records.items()}
         save_round_statistics(
             run_dir, server_round, replies, {"site-04": "no reply this round"}, task="lge", run_config=RUN_CONFIG
         )

@@ -202,11 +202,7 @@ def test_no_cmr_module_imports_another_modules_private_names():
     imports = _imports()
     private = {(module, f"{source}.{name}") for module, pairs in imports.items() for source, name in pairs
                if name.startswith("_")}  # fmt: skip
-    # The phantom's two are outside the ingest; listed here until the phantom drops them.
-    assert private <= {
-        ("cmr.phantom.mapping_dicom", "cmr.phantom.dicom_writer._ds"),
-        ("cmr.phantom.mapping_consortium", "cmr.phantom.consortium._prepare_output"),
-    }
+    assert private == set()
 
 
 def test_cmr_modules_import_each_other_without_a_circle():

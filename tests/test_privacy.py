@@ -195,7 +195,7 @@ def test_dp_sgd_computes_one_clipped_gradient_per_sampled_patient(ring_site: Cas
     assert images.shape == (len(indices), 1, 128, 128)  # one slice per sampled patient
     private.criterion(private.module(images), labels.long()).backward()
     for name, parameter in private.module.named_parameters():
-        grad_sample = parameter.grad_sample  # type: ignore[attr-defined]  # Opacus adds it
+        grad_sample = parameter.grad_sample  # Opacus adds it to each parameter
         assert grad_sample.shape == (len(indices), *parameter.shape), name
     private.close()
 

@@ -74,6 +74,7 @@ class HeartRegion(Task):
         for entry in entries:
             if (entry.case_id in chosen) == validation:
                 stored = store.load(entry)
+                assert stored.mask is not None  # only entries with a mask were chosen
                 image = scaled(resized(stored.image, "bilinear"))
                 heart = resized(stored.mask > 0, "nearest")[:, 0].long()
                 cases.append((entry, image, heart))
@@ -83,13 +84,15 @@ class HeartRegion(Task):
         cases = self.cases(store, validation=False)
         pairs = [(image[i], heart[i]) for _, image, heart in cases for i in range(image.shape[0])]
         attributes = [entry.attributes.as_dict() for entry, image, _ in cases for _ in range(image.shape[0])]
+        # a list serves DataLoader as a map-style Dataset
         return TrainingExamples(pairs, attributes, f"{len(pairs)} slices of {len(cases)} cases")  # type: ignore[arg-type]
 
     def patient_examples(self, store: CaseStore, seed: int = 0) -> torch.utils.data.Dataset:
         # One item per case (each phantom patient has one LGE stack): its middle slice.
-        return [
+        middle_slices = [
             (image[image.shape[0] // 2], heart[heart.shape[0] // 2]) for _, image, heart in self.cases(store, False)
-        ]  # type: ignore[return-value]
+        ]
+        return middle_slices  # type: ignore[return-value]  # a list serves DataLoader as a map-style Dataset
 
     def loss(self) -> torch.nn.Module:
         return torch.nn.CrossEntropyLoss()

@@ -27,6 +27,7 @@ from flwr.simulation import run_simulation
 
 import tasks
 from client.mods import SITE_MODS
+from cmrfl.protocol import record_float, record_int
 from tasks.base import Task
 
 TOY_ARRAYS = 4  # a toy model is this many arrays of (about) equal size
@@ -100,20 +101,21 @@ def make_toy_client_app() -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         partition = int(context.node_config["partition-id"])
-        config = msg.content["config"]
-        if partition == int(config.get("toy-dropout-site", NO_SITE)):
-            raise RuntimeError(f"toy site {partition} drops out of round {config['server-round']}")
-        received = {name: array.numpy() for name, array in msg.content["arrays"].items()}
+        config = msg.content.config_records["config"]
+        server_round = record_int(config["server-round"])
+        if partition == record_int(config.get("toy-dropout-site", NO_SITE)):
+            raise RuntimeError(f"toy site {partition} drops out of round {server_round}")
+        received = {name: array.numpy() for name, array in msg.content.array_records["arrays"].items()}
         update = toy_update(
             partition,
-            int(config["server-round"]),
+            server_round,
             {name: a.shape for name, a in received.items()},
-            float(config.get("toy-update-scale", 0.01)),
+            record_float(config.get("toy-update-scale", 0.01)),
         )
-        if partition == int(config.get("toy-nan-site", NO_SITE)):
+        if partition == record_int(config.get("toy-nan-site", NO_SITE)):
             first = next(iter(update))
             update[first][: max(1, update[first].size // 10)] = np.nan
-        if partition == int(config.get("toy-oversized-site", NO_SITE)):
+        if partition == record_int(config.get("toy-oversized-site", NO_SITE)):
             update = {name: u * 1000 for name, u in update.items()}
         trained = ArrayRecord({name: Array(received[name] + update[name]) for name in received})
         return Message(
@@ -121,7 +123,7 @@ def make_toy_client_app() -> ClientApp:
                 {
                     "arrays": trained,
                     "metrics": MetricRecord(
-                        {"num-examples": toy_num_examples(partition), "train-loss": 1.0 / int(config["server-round"])}
+                        {"num-examples": toy_num_examples(partition), "train-loss": 1.0 / server_round}
                     ),
                     "site": ConfigRecord({"site-id": f"toy-{partition:02d}"}),
                 }

@@ -104,7 +104,7 @@ def _in_harder_group(patient: Patient, difficulty: SubgroupDifficulty) -> bool:
     return value == difficulty.group
 
 
-def _prepare_output(out_dir: Path) -> None:
+def prepare_output(out_dir: Path) -> None:
     """Create ``out_dir``; replace an earlier phantom there, refuse to touch anything else."""
     out_dir.mkdir(parents=True, exist_ok=True)
     foreign = [
@@ -301,7 +301,7 @@ def generate_consortium(
     if n_sites < 1 or cases_per_site < 1:
         raise ValueError(f"need at least one site and one case per site, got {n_sites} x {cases_per_site}")
     out_dir = Path(out_dir)
-    _prepare_output(out_dir)
+    prepare_output(out_dir)
     sites = plan_sites(n_sites, seed)
     jobs: list[tuple] = []
     for site_index, site in enumerate(sites):

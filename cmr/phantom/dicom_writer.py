@@ -37,7 +37,7 @@ def series_folder_name(identity: HospitalIdentity) -> str:
     return f"{identity.study_date}_{identity.series_number}_LGE_SAX"
 
 
-def _ds(value: float, decimals: int = 6) -> str:
+def decimal_string(value: float, decimals: int = 6) -> str:
     """A decimal string (VR DS, at most 16 characters) without trailing zeros."""
     text = f"{round(float(value), decimals):.{decimals}f}".rstrip("0").rstrip(".")
     text = "0" if text in ("-0", "") else text
@@ -97,8 +97,8 @@ def _series_dataset(
     ds.PatientBirthDate = identity.birth_date
     ds.PatientSex = "M" if patient.sex == "male" else "F"
     ds.PatientAge = f"{patient.age_years:03d}Y"
-    ds.PatientSize = _ds(patient.height_cm / 100.0, 2)
-    ds.PatientWeight = _ds(patient.weight_kg, 1)
+    ds.PatientSize = decimal_string(patient.height_cm / 100.0, 2)
+    ds.PatientWeight = decimal_string(patient.weight_kg, 1)
     if identity.ethnic_group_dicom is not None:
         ds.EthnicGroup = identity.ethnic_group_dicom
 
@@ -108,16 +108,16 @@ def _series_dataset(
     ds.ScanOptions = ["IR", "CG"]
     ds.MRAcquisitionType = "2D"
     ds.SequenceName = scanner.sequence_name
-    ds.SliceThickness = _ds(acquisition.slice_thickness_mm, 3)
-    ds.RepetitionTime = _ds(scanner.repetition_time_ms, 3)
-    ds.EchoTime = _ds(scanner.echo_time_ms, 3)
-    ds.InversionTime = _ds(acquisition.inversion_time_ms, 1)
+    ds.SliceThickness = decimal_string(acquisition.slice_thickness_mm, 3)
+    ds.RepetitionTime = decimal_string(scanner.repetition_time_ms, 3)
+    ds.EchoTime = decimal_string(scanner.echo_time_ms, 3)
+    ds.InversionTime = decimal_string(acquisition.inversion_time_ms, 1)
     ds.NumberOfAverages = "1"
-    ds.ImagingFrequency = _ds(_LARMOR_MHZ_PER_T * scanner.field_strength_t, 5)
+    ds.ImagingFrequency = decimal_string(_LARMOR_MHZ_PER_T * scanner.field_strength_t, 5)
     ds.ImagedNucleus = "1H"
-    ds.MagneticFieldStrength = _ds(scanner.field_strength_t, 1)
-    ds.SpacingBetweenSlices = _ds(scanner.spacing_between_slices_mm, 3)
-    ds.FlipAngle = _ds(scanner.flip_angle_deg, 1)
+    ds.MagneticFieldStrength = decimal_string(scanner.field_strength_t, 1)
+    ds.SpacingBetweenSlices = decimal_string(scanner.spacing_between_slices_mm, 3)
+    ds.FlipAngle = decimal_string(scanner.flip_angle_deg, 1)
     ds.DeviceSerialNumber = scanner.device_serial_number
     ds.SoftwareVersions = scanner.software_version
     ds.ProtocolName = scanner.series_description
@@ -128,7 +128,7 @@ def _series_dataset(
     ds.StudyID = identity.study_id
     ds.SeriesNumber = identity.series_number
     ds.AcquisitionNumber = 1
-    ds.ImageOrientationPatient = [_ds(v, 6) for v in acquisition.geometry.image_orientation]
+    ds.ImageOrientationPatient = [decimal_string(v, 6) for v in acquisition.geometry.image_orientation]
     ds.FrameOfReferenceUID = uids.frame_of_reference
     ds.PositionReferenceIndicator = ""
 
@@ -136,16 +136,16 @@ def _series_dataset(
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = acquisition.rows
     ds.Columns = acquisition.columns
-    ds.PixelSpacing = [_ds(acquisition.pixel_spacing_mm, 4), _ds(acquisition.pixel_spacing_mm, 4)]
+    ds.PixelSpacing = [decimal_string(acquisition.pixel_spacing_mm, 4), decimal_string(acquisition.pixel_spacing_mm, 4)]
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
     ds.PixelRepresentation = 0
-    ds.WindowCenter = _ds(window[0], 1)
-    ds.WindowWidth = _ds(window[1], 1)
+    ds.WindowCenter = decimal_string(window[0], 1)
+    ds.WindowWidth = decimal_string(window[1], 1)
     if scanner.rescale_slope is not None:
-        ds.RescaleIntercept = _ds(rescale[1], 6)
-        ds.RescaleSlope = _ds(rescale[0], 6)
+        ds.RescaleIntercept = decimal_string(rescale[1], 6)
+        ds.RescaleSlope = decimal_string(rescale[0], 6)
         ds.RescaleType = "US"
     return ds
 
@@ -175,8 +175,8 @@ def write_lge_series(
         ds.file_meta.MediaStorageSOPInstanceUID = UID(uids.instances[k])
         ds.SOPInstanceUID = uids.instances[k]
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [_ds(v, 4) for v in acquisition.slice_positions[k]]
-        ds.SliceLocation = _ds(acquisition.slice_locations[k], 4)
+        ds.ImagePositionPatient = [decimal_string(v, 4) for v in acquisition.slice_positions[k]]
+        ds.SliceLocation = decimal_string(acquisition.slice_locations[k], 4)
         t = (start_seconds + 14 * k) % 86400  # one breath-hold per slice
         ds.AcquisitionTime = ds.ContentTime = f"{t // 3600:02d}{t % 3600 // 60:02d}{t % 60:02d}"
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()

@@ -29,7 +29,7 @@ import pydicom
 
 from cmr.parametric_map import write_parametric_map
 from cmr.phantom.anatomy import Tissue
-from cmr.phantom.consortium import _prepare_output, plan_sites
+from cmr.phantom.consortium import plan_sites, prepare_output
 from cmr.phantom.demographics import sample_patient
 from cmr.phantom.mapping import MappingCase, simulate_mapping_case
 from cmr.phantom.mapping_dicom import write_mapping_mask, write_mapping_series
@@ -65,7 +65,7 @@ def generate_mapping_consortium(
     if max_motion_mm < 0:
         raise ValueError(f"max_motion_mm must be ≥ 0, got {max_motion_mm}")
     out_dir = Path(out_dir)
-    _prepare_output(out_dir)
+    prepare_output(out_dir)
     truth: dict = {"seed": seed, "task": "mapping", "max_motion_mm": max_motion_mm, "noise": noise, "cases": []}
     for site_index, site in enumerate(plan_sites(n_sites, seed)):
         site_dir = out_dir / site.site_id

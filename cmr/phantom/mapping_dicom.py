@@ -28,7 +28,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 
 from cmr.phantom import knobs
 from cmr.phantom.anatomy import TISSUE_TO_LABEL
-from cmr.phantom.dicom_writer import IMPLEMENTATION_VERSION_NAME, _ds
+from cmr.phantom.dicom_writer import IMPLEMENTATION_VERSION_NAME, decimal_string
 from cmr.phantom.identity import derive_uid
 from cmr.phantom.mapping import SLICE_THICKNESS_MM, MappingCase
 from cmr.phantom.mask_writer import write_mask
@@ -90,11 +90,11 @@ def _base_dataset(case: MappingCase, kind: str) -> Dataset:
     ds.ScanningSequence = ["SS", "IR"] if kind != "t2prep" else ["SS"]
     ds.SequenceVariant = ["SK", "MP"]
     ds.SequenceName = "*tfi2d1" if kind != "t2prep" else "*tfi2d1_t2p"
-    ds.SliceThickness = _ds(SLICE_THICKNESS_MM, 3)
-    ds.RepetitionTime = _ds(2.7, 3)
-    ds.FlipAngle = _ds(35.0 if kind != "t2prep" else 70.0, 1)
-    ds.MagneticFieldStrength = _ds(field_t, 1)
-    ds.ImagingFrequency = _ds(_LARMOR_MHZ_PER_T * field_t, 5)
+    ds.SliceThickness = decimal_string(SLICE_THICKNESS_MM, 3)
+    ds.RepetitionTime = decimal_string(2.7, 3)
+    ds.FlipAngle = decimal_string(35.0 if kind != "t2prep" else 70.0, 1)
+    ds.MagneticFieldStrength = decimal_string(field_t, 1)
+    ds.ImagingFrequency = decimal_string(_LARMOR_MHZ_PER_T * field_t, 5)
     ds.ImagedNucleus = "1H"
     ds.HeartRate = str(round(float(attributes["heart_rate_bpm"])))
     ds.PatientPosition = "HFS"
@@ -105,16 +105,16 @@ def _base_dataset(case: MappingCase, kind: str) -> Dataset:
     ds.StudyID = "1"
     ds.SeriesNumber = series_number
     geometry = case.geometry
-    ds.ImageOrientationPatient = [_ds(v, 6) for v in geometry.image_orientation]
-    ds.ImagePositionPatient = [_ds(v, 4) for v in geometry.first_position]
+    ds.ImageOrientationPatient = [decimal_string(v, 6) for v in geometry.image_orientation]
+    ds.ImagePositionPatient = [decimal_string(v, 4) for v in geometry.first_position]
     normal = np.cross(np.asarray(geometry.image_orientation[:3]), np.asarray(geometry.image_orientation[3:]))
-    ds.SliceLocation = _ds(float(np.dot(geometry.first_position, normal)), 4)
+    ds.SliceLocation = decimal_string(float(np.dot(geometry.first_position, normal)), 4)
     ds.PositionReferenceIndicator = ""
 
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = case.shape
-    ds.PixelSpacing = [_ds(geometry.pixel_spacing[0], 4), _ds(geometry.pixel_spacing[1], 4)]
+    ds.PixelSpacing = [decimal_string(geometry.pixel_spacing[0], 4), decimal_string(geometry.pixel_spacing[1], 4)]
     ds.BitsAllocated = 16
     ds.BitsStored = 12
     ds.HighBit = 11
@@ -133,7 +133,7 @@ def write_mapping_series(case: MappingCase, out_dir: Path, kind: str) -> list[Pa
     stored = np.clip(np.rint(frames * STORED_GAIN), 0, knobs.MAX_STORED_VALUE).astype(np.uint16)
     ds = _base_dataset(case, kind)
     upper = float(np.percentile(stored, 99.5))
-    ds.WindowCenter, ds.WindowWidth = _ds(upper / 2, 1), _ds(max(upper, 1.0), 1)
+    ds.WindowCenter, ds.WindowWidth = decimal_string(upper / 2, 1), decimal_string(max(upper, 1.0), 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = case.attributes.get("seed", 0)
@@ -145,14 +145,14 @@ def write_mapping_series(case: MappingCase, out_dir: Path, kind: str) -> list[Pa
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = k + 1
         if kind == "t2prep":
-            ds.EchoTime = _ds(time_ms, 2)
-            ds.ImageComments = f"T2prep {_ds(time_ms, 2)} ms"
+            ds.EchoTime = decimal_string(time_ms, 2)
+            ds.ImageComments = f"T2prep {decimal_string(time_ms, 2)} ms"
             if "InversionTime" in ds:
                 del ds.InversionTime
         else:
-            ds.InversionTime = _ds(time_ms, 2)
-            ds.EchoTime = _ds(1.2, 2)
-            ds.ImageComments = f"TI {_ds(time_ms, 2)}"
+            ds.InversionTime = decimal_string(time_ms, 2)
+            ds.EchoTime = decimal_string(1.2, 2)
+            ds.ImageComments = f"TI {decimal_string(time_ms, 2)}"
         ds.PixelData = np.ascontiguousarray(image).tobytes()
         path = out_dir / f"IM_{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)

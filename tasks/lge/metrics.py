@@ -36,7 +36,6 @@ METRIC_NAMES = (
     "scar_burden_percent_predicted",
     "scar_burden_abs_error",
 )
-CALL_NAMES = ("scar_present_reference", "scar_present_predicted")
 SUMMARY_METRICS = ("dice_myocardium", "dice_scar", "scar_burden_abs_error")
 
 
