@@ -2,7 +2,7 @@
 
 Written for a clinical governance board. The audit comes from ``fairness.audit``, the
 words from ``fairness.sentences``, the figures from ``fairness.figures``; the page is
-the Jinja2 template ``templates/audit-report.html.j2`` filled with them: one
+the Jinja2 template of ``fairness/report_template.py`` filled with them: one
 self-contained file (figures embedded as PNG, styles inline, no scripts, no links to
 anything outside it). The JSON holds the same numbers for machines.
 """
@@ -23,6 +23,7 @@ import jinja2
 from fairness import figures
 from fairness.audit import WORST_VS_BEST, AuditResult, audit_round, audit_run
 from fairness.comparison import BeforeAfter, Training, compare_audits
+from fairness.report_template import AUDIT_REPORT_HTML
 from fairness.run_store import load_run_statistics
 from fairness.sentences import (
     amount,
@@ -41,7 +42,6 @@ HTML_NAME = "fairness-audit.html"
 JSON_NAME = "fairness-audit.json"
 REPORT_FORMAT = "cmrfl-fairness-audit"
 REPORT_VERSION = 1
-TEMPLATE = "audit-report.html.j2"
 
 
 def write_audit_report(
@@ -181,7 +181,7 @@ def _summary_css(position: int, result: AuditResult) -> str:
 @cache
 def _template() -> jinja2.Template:
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.DictLoader({"audit-report.html": AUDIT_REPORT_HTML}),
         autoescape=True,  # every name and label from the sites is escaped
         trim_blocks=True,
         lstrip_blocks=True,
@@ -194,7 +194,7 @@ def _template() -> jinja2.Template:
         ratio_text=ratio_text,
         gap_side=gap_side_text,
     )
-    return environment.get_template(TEMPLATE)
+    return environment.get_template("audit-report.html")
 
 
 def _data_uri(png: bytes) -> str:

@@ -506,3 +506,23 @@ def test_walkthrough_gives_each_site_its_own_loopback_port() -> None:
     joins = [a for a in guide_commands(GUIDES[0]) if a[:2] == ["site", "join"]]
     ports = [a[a.index("--clientapp-port") + 1] for a in joins]
     assert len(joins) == 3 and len(set(ports)) == 3
+
+
+def test_every_file_of_the_app_travels_in_flowers_app_bundle(tmp_path: Path) -> None:
+    """``flwr run`` ships the app as a FAB, which carries only some file types: a file the
+    packages need (a report template, say) must be one of them, or a deployed run fails."""
+    import io
+    import zipfile
+
+    from flwr.cli.build import build_fab_from_disk
+
+    from cmrfl.app_bundle import app_copy
+
+    app_dir = app_copy(tmp_path / "app")
+    bundled = set(zipfile.ZipFile(io.BytesIO(build_fab_from_disk(app_dir))).namelist())
+    package_files = {
+        path.relative_to(app_dir).as_posix()
+        for path in app_dir.rglob("*")
+        if path.is_file() and path.name != "pyproject.toml"  # the FAB carries its own
+    }
+    assert sorted(package_files - bundled) == []

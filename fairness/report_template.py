@@ -1,4 +1,11 @@
-<!DOCTYPE html>
+"""The fairness audit report's page: a Jinja2 template, filled by ``fairness.report``.
+
+It lives in a Python module, not a ``.j2`` file, because a deployed ServerApp runs from
+Flower's app bundle (FAB), which carries only ``.py``, ``.toml``, ``.md``, ``.yaml`` and
+``.json`` files: a template file would be missing exactly where the report is written.
+"""
+
+AUDIT_REPORT_HTML = """<!DOCTYPE html>
 {# The fairness audit report, filled by fairness/report.py. One self-contained page: styles inline,
     figures as PNG data, no scripts, no links to anything outside it. Paragraphs stay on one line each. -#}
 <html lang="en">
@@ -143,3 +150,4 @@ tr.flagged td{background:#fdecea}.muted{color:#777}img{max-width:100%}
 {% endif %}
 </body>
 </html>
+"""
