@@ -186,7 +186,9 @@ def register(
         else:
             registration = register_in_own_registry(settings.out, run_dir, signing_key, site_dirs, model_name)
     seconds = round(time.monotonic() - started, 1)
-    for line in registry_lines(registration, hospitals_dir):
+    recipe = get_task(settings.task).demo
+    assert recipe is not None  # DemoSettings checked it
+    for line in registry_lines(registration, hospitals_dir, recipe.example_series):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     return {
         "model": registration.name,

@@ -194,7 +194,7 @@ def mlflow_account(username: str, password: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def registry_lines(registration: DemoRegistration, hospitals_dir: Path) -> list[str]:
+def registry_lines(registration: DemoRegistration, hospitals_dir: Path, example_series: str) -> list[str]:
     """What the demo registered, and the commands to browse, pull and predict, ready to copy."""
     from shlex import quote
 
@@ -210,7 +210,8 @@ def registry_lines(registration: DemoRegistration, hospitals_dir: Path) -> list[
     assert site_dir is not None
     registry_dir = registration.registry_dir
     port = registration.tracking_uri.rsplit(":", 1)[1]
-    series = sorted((hospitals_dir / site_dir.name / "dicom").glob("*/*_LGE_SAX"))[0]
+    # the first series of the task's kind at the site (the task's DemoRecipe.example_series)
+    series = min((hospitals_dir / site_dir.name / "dicom").glob(example_series), default="SERIES_DIR")
     password_file = registry_dir / "admin-password"
     return [
         f"Registered {name} version {version} (alias {CANDIDATE}) in the demo's own registry {registry_dir} "
@@ -223,7 +224,7 @@ def registry_lines(registration: DemoRegistration, hospitals_dir: Path) -> list[
         f"--admin-password-file {quote(str(password_file))}",
         f"  # 2. in a second terminal, pull as {site_dir.name} (its account file names the registry)",
         f"  cmrfl registry pull {name}@{CANDIDATE} --site-dir {quote(str(site_dir))}",
-        f"  # 3. segment one of {site_dir.name}'s DICOM series with the pulled model (no registry needed)",
+        f"  # 3. apply the pulled model to one of {site_dir.name}'s DICOM series (no registry needed)",
         f"  cmrfl predict --site-dir {quote(str(site_dir))} --model {name} {quote(str(series))} "
         f"--out {quote(str(site_dir.parent.parent / 'prediction'))}",
     ]

@@ -131,11 +131,35 @@ def _get(record: ConfigRecord, key: str, kind: type, where: str, default: Any = 
     if key not in record:
         if default is not _REQUIRED:
             return default
-        raise ProtocolError(f"{where}: no {key!r}")
+        raise ProtocolError(f"{where}: no {str(key)!r}")
     try:
         return kind(record[key])
     except (TypeError, ValueError):
         raise ProtocolError(f"{where}: {key}={record[key]!r} is not {kind.__name__}") from None
+
+
+# The keys TrainInstruction encodes itself; the others in its record are ``extra``.
+_TRAIN_INSTRUCTION_KEYS = (
+    Key.TASK,
+    Key.SERVER_ROUND,
+    Key.DEVICE,
+    Key.LOCAL_EPOCHS,
+    Key.BATCH_SIZE,
+    Key.LEARNING_RATE,
+    Key.PROXIMAL_MU,
+    Key.MAX_LOCAL_STEPS,
+    Key.SEED,
+    Key.FAIRNESS_MITIGATION,
+    Key.BALANCE_ATTRIBUTE,
+    Key.DP_SGD,
+    Key.DP_SGD_TARGET_EPSILON,
+    Key.DP_SGD_NOISE_MULTIPLIER,
+    Key.DP_SGD_DELTA,
+    Key.DP_SGD_MAX_GRAD_NORM,
+    Key.DP_SGD_ACCOUNTANT,
+    Key.DP_SGD_GRAD_SAMPLE_MODE,
+    Key.DP_SGD_PLANNED_ROUNDS,
+)
 
 
 @dataclass(frozen=True)
@@ -202,14 +226,14 @@ class TrainInstruction:
                 accountant=_get(record, Key.DP_SGD_ACCOUNTANT, str, where),
                 grad_sample_mode=_get(record, Key.DP_SGD_GRAD_SAMPLE_MODE, str, where),
             )
-        known = {str(k) for k in Key}
+        own = {str(k) for k in _TRAIN_INSTRUCTION_KEYS}
         return cls(
             task=_get(record, Key.TASK, str, where),
             server_round=_get(record, Key.SERVER_ROUND, int, where),
             device=_get(record, Key.DEVICE, str, where),
             training=training,
             dp_sgd=dp_sgd,
-            extra={k: v for k, v in record.items() if k not in known},
+            extra={k: v for k, v in record.items() if k not in own},
         )
 
 
@@ -271,6 +295,23 @@ class TrainReply:
             }
         )
 
+    @classmethod
+    def from_record(cls, content: RecordDict) -> TrainReply:
+        """The reply's scalars (its weights are read by the strategy, under SecAgg+ already summed)."""
+        metrics = _metrics_of(content, "train reply")
+        named = {
+            str(key)
+            for key in (Metric.NUM_EXAMPLES, Metric.TRAIN_LOSS, Metric.TRAIN_SECONDS, Metric.TRAIN_EXAMPLES_PER_SECOND)
+        }
+        return cls(
+            site_id=_site_of(content, "train reply"),
+            num_examples=record_int(metrics[Metric.NUM_EXAMPLES]),
+            train_loss=record_float(metrics[Metric.TRAIN_LOSS]),
+            seconds=record_float(metrics[Metric.TRAIN_SECONDS]),
+            examples_per_second=record_float(metrics[Metric.TRAIN_EXAMPLES_PER_SECOND]),
+            privacy={key: record_float(value) for key, value in metrics.items() if key not in named},
+        )
+
 
 @dataclass(frozen=True)
 class EvaluateReply:
@@ -294,6 +335,15 @@ class EvaluateReply:
         return content
 
     @classmethod
+    def from_record(cls, content: RecordDict) -> EvaluateReply:
+        metrics = _metrics_of(content, "evaluate reply")
+        return cls(
+            site_id=_site_of(content, "evaluate reply"),
+            metrics={key: record_float(value) for key, value in metrics.items()},
+            fairness_document=cls.fairness_document_of(content),
+        )
+
+    @classmethod
     def fairness_document_of(cls, content: RecordDict) -> str | None:
         """The fairness document in a reply's content, or None where the site sent none."""
         if Record.FAIRNESS not in content:
@@ -307,3 +357,16 @@ def site_id_of(content: RecordDict) -> str | None:
     if Record.SITE not in content:
         return None
     return str(content[Record.SITE][Key.SITE_ID])
+
+
+def _metrics_of(content: RecordDict, where: str) -> MetricRecord:
+    if Record.METRICS not in content.metric_records:
+        raise ProtocolError(f"{where}: no {Record.METRICS.value!r} record")
+    return content.metric_records[Record.METRICS]
+
+
+def _site_of(content: RecordDict, where: str) -> str:
+    site = site_id_of(content)
+    if site is None:
+        raise ProtocolError(f"{where}: no {Record.SITE.value!r} record naming the site")
+    return site

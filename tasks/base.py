@@ -231,6 +231,9 @@ class DemoRecipe:
     cases_per_site: int
     rounds: int
     model_name: str
+    # A series ``cmrfl predict`` takes, as a glob under a phantom hospital's dicom/ folder:
+    # the demo prints a predict command for the first match.
+    example_series: str
     run_config: Mapping[str, Any] = field(default_factory=dict)  # overrides of the run config's defaults
 
 

@@ -150,3 +150,22 @@ def test_the_demo_refuses_a_registry_folder_without_its_admin_password_before_an
     assert result.exit_code != 0
     assert "holds a registry but not its admin password" in " ".join(result.output.split())
     assert sorted(p.name for p in out.iterdir()) == ["registry"]  # nothing generated or trained
+
+
+@pytest.mark.parametrize("task_name", ["lge", "mapping"])
+def test_the_printed_predict_command_names_a_series_of_the_demos_task(task_name: str, tmp_path: Path):
+    """Each task's phantom lays out its hospitals its own way; the demo points at a series
+    of the task's own kind (DemoRecipe.example_series)."""
+    from cmrfl.demo_registry import DemoRegistration, registry_lines
+    from tasks import get_task
+
+    recipe = get_task(task_name).demo
+    assert recipe is not None
+    hospitals = tmp_path / "hospitals"
+    recipe.generate(hospitals, 1, 1, 0)
+    registration = DemoRegistration(
+        "model", "1", "run", "http://127.0.0.1:5000", tmp_path / "registry", tmp_path / "sites" / "site-01"
+    )
+    predict = registry_lines(registration, hospitals, recipe.example_series)[-1].split()
+    series = Path(predict[predict.index("--model") + 2])
+    assert series.is_dir() and series.is_relative_to(hospitals / "site-01" / "dicom")

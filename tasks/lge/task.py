@@ -77,6 +77,7 @@ class LgeScarSegmentation(Task):
         cases_per_site=60,
         rounds=10,
         model_name="lge-scar",
+        example_series="*/*_LGE_SAX",
     )
 
     validation_fraction: float = 0.25

@@ -89,6 +89,7 @@ class MotionRobustT1Mapping(Task):
         cases_per_site=20,
         rounds=20,
         model_name="t1-mapping",
+        example_series="*/MOLLI_NATIVE",
         run_config={"batch-size": 4, "learning-rate": 0.002, "max-local-steps": 100, "local-epochs": 50},
     )
 
