@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import make_sites, save
-from cmrfl.local_deployment import LocalFederation
+from cmrfl.recipe import FederationRecipe
 
 
 def main() -> None:
@@ -36,18 +36,19 @@ def main() -> None:
         site_dirs = make_sites(root, args.sites, args.cases, seed=0)
         run_dir = root / "run"
         started = time.perf_counter()
-        with LocalFederation(site_dirs, root / "deployment", base_port=args.port) as federation:
-            completed = federation.run(
-                {
-                    "num-server-rounds": args.rounds,
-                    "min-train-sites": args.sites,
-                    "min-available-sites": args.sites,
-                    "local-epochs": args.local_epochs,
-                    "device": args.device,
-                    "run-dir": str(run_dir),
-                    "resume": False,
-                }
-            )
+        recipe = FederationRecipe(
+            {
+                "num-server-rounds": args.rounds,
+                "min-train-sites": args.sites,
+                "min-available-sites": args.sites,
+                "local-epochs": args.local_epochs,
+                "device": args.device,
+                "run-dir": str(run_dir),
+                "resume": False,
+            }
+        )
+        # insecure: a SuperLink and SuperNodes on loopback without TLS, as before
+        completed = recipe.deploy_locally(site_dirs, root / "deployment", insecure=True, base_port=args.port)
         seconds = time.perf_counter() - started
         if not (run_dir / "summary.json").is_file():
             print(completed.stdout[-4000:], completed.stderr[-4000:])

@@ -32,13 +32,11 @@ from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 
-from cmrfl.protocol import Metric, Record, record_float, record_int
+from cmrfl.protocol import Key, Metric, Record, record_float, record_int
 from privacy.guards import check_update, model_update
-from privacy.settings import KEY_CLIENT_DP, KEY_MAX_UPDATE_NORM, KEY_UNIFORM_SITE_WEIGHTS
 
 log = logging.getLogger("cmrfl.site")
 
-NUM_EXAMPLES_KEY = Metric.NUM_EXAMPLES.value
 # Node-config key: a site that sets it sends model updates only under SecAgg+.
 REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
 
@@ -86,7 +84,7 @@ def masked_update_mod(msg: Message, context: Context, call_next: ClientAppCallab
     arrays_key = _single_key(reply.content.array_records, "reply")
     update = model_update(_named(reply.content.array_records[arrays_key]), received)
     metrics = next(iter(reply.content.metric_records.values()))
-    weight = 1 if bool(config.get(KEY_UNIFORM_SITE_WEIGHTS, False)) else record_int(metrics[NUM_EXAMPLES_KEY])
+    weight = 1 if bool(config.get(Key.UNIFORM_SITE_WEIGHTS, False)) else record_int(metrics[Metric.NUM_EXAMPLES])
     _warn_if_quantisation_clips(update, weight, context)
     del reply.content[arrays_key]  # the weights never leave the site under SecAgg+
     fitres = FitRes(
@@ -104,7 +102,7 @@ def client_dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppC
     """Flower's client-side clipping mod for the client-level DP mode the server runs."""
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, context)
-    mode = str(_train_config(msg).get(KEY_CLIENT_DP, "off"))
+    mode = str(_train_config(msg).get(Key.CLIENT_DP, "off"))
     if mode == "fixed":
         return fixedclipping_mod(msg, context, call_next)
     if mode == "adaptive":
@@ -117,7 +115,7 @@ def update_guard_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     if msg.metadata.message_type != MessageType.TRAIN or not msg.content.array_records:
         return call_next(msg, context)
     received = _arrays(msg.content)
-    max_norm = record_float(_train_config(msg).get(KEY_MAX_UPDATE_NORM, 0.0))
+    max_norm = record_float(_train_config(msg).get(Key.MAX_UPDATE_NORM, 0.0))
     reply = call_next(msg, context)
     if reply.has_error() or not reply.content.array_records:
         return reply

@@ -81,11 +81,6 @@ def site_privacy_budget(site_dir: Path) -> SiteBudget | None:
     return SiteConfig.read(site_dir).privacy_budget
 
 
-def site_suppression_threshold(site_dir: Path) -> int:
-    """``[fairness] suppression-threshold`` of the site's site.toml (default 10)."""
-    return SiteConfig.read(site_dir).suppression_threshold
-
-
 def _suppression_threshold(table: dict[str, Any], config_path: Path) -> int:
     unknown = sorted(set(table) - {"suppression-threshold"})
     if unknown:

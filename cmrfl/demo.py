@@ -24,7 +24,7 @@ from cmrfl.demo_registry import (
 from cmrfl.parallel_ingest import ingest_hospitals
 from cmrfl.recipe import FederationRecipe
 from tasks import get_task
-from tasks.base import Task
+from tasks.base import DemoRecipe, Task
 from tasks.settings import GROUP_BALANCED, mitigation_problems
 
 
@@ -57,10 +57,16 @@ class DemoSettings:
     compare_mitigation: bool = False
     balance_attribute: str = "sex"
 
-    def __post_init__(self) -> None:
+    @property
+    def recipe(self) -> DemoRecipe:
+        """How the task's demo hospitals are made, and its defaults (tasks/<name>/)."""
         recipe = get_task(self.task).demo
         if recipe is None:
             raise ValueError(f"--task {self.task}: the task declares no demo (no phantom hospitals for it)")
+        return recipe
+
+    def __post_init__(self) -> None:
+        recipe = self.recipe
         # Fill the task's defaults in, so that everything downstream reads one number.
         for name, default in (
             ("cases_per_site", recipe.cases_per_site),
@@ -87,10 +93,8 @@ def _progress(console: Console) -> Progress:
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
-    task = get_task(settings.task)
-    assert (
-        task.demo is not None and settings.rounds and settings.cases_per_site and settings.model_name
-    )  # __post_init__
+    task, recipe = get_task(settings.task), settings.recipe
+    assert settings.rounds and settings.cases_per_site and settings.model_name  # __post_init__ filled them
     out = settings.out
     hospitals_dir, sites_dir, run_dir = out / "hospitals", out / "sites", out / "run"
     balanced_dir = out / "run-balanced"
@@ -104,7 +108,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
     with _progress(console) as progress:
         generating = progress.add_task("Generating synthetic hospitals", total=settings.sites * settings.cases_per_site)
         workers = os.cpu_count() or 1
-        task.demo.generate(
+        recipe.generate(
             hospitals_dir,
             settings.sites,
             settings.cases_per_site,
@@ -186,9 +190,7 @@ def register(
         else:
             registration = register_in_own_registry(settings.out, run_dir, signing_key, site_dirs, model_name)
     seconds = round(time.monotonic() - started, 1)
-    recipe = get_task(settings.task).demo
-    assert recipe is not None  # DemoSettings checked it
-    for line in registry_lines(registration, hospitals_dir, recipe.example_series):
+    for line in registry_lines(registration, hospitals_dir, settings.recipe.example_series):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     return {
         "model": registration.name,
@@ -205,8 +207,6 @@ def _train(
     site_dirs: list[Path], run_dir: Path, settings: DemoSettings, progress: Progress, description: str, mitigation: str
 ) -> None:
     training = progress.add_task(description, total=settings.rounds)
-    demo = get_task(settings.task).demo
-    assert demo is not None  # DemoSettings.__post_init__ checked it
     recipe = FederationRecipe(
         {
             "task": settings.task,
@@ -223,7 +223,7 @@ def _train(
             "secure-aggregation": settings.secure_aggregation,
             "fairness-mitigation": mitigation,
             "fairness-balance-attribute": settings.balance_attribute,
-            **demo.run_config,  # the task's own
+            **settings.recipe.run_config,  # the task's own
         }
     )
     recipe.simulate(
@@ -237,12 +237,12 @@ def compare_mitigation(run_dir: Path, balanced_dir: Path, console: Console) -> d
     """The balanced run's fairness report, with the unmitigated run as its "before"."""
     from fairness.report import write_audit_report
     from fairness.run_store import NoFairnessStatistics
-    from tasks import get_task
 
     balanced = json.loads((balanced_dir / "summary.json").read_text())
-    console.print(final_table(balanced, get_task(balanced["task"]), "with group-balanced sampling"))
+    task = get_task(balanced["task"])
+    console.print(final_table(balanced, task, "with group-balanced sampling"))
     outcome: dict[str, Any] = {"run_dir": str(balanced_dir), "final": balanced["final"]}
-    spec = get_task(balanced["run_config"]["task"]).audit_spec
+    spec = task.audit_spec
     if spec is None:
         console.print("Before and after: no report (the task declares no fairness audit)", highlight=False)
         return outcome

@@ -63,12 +63,17 @@ class FederationRecipe:
         run_simulated_federation(site_dirs, dict(self.run_config), flower_log=flower_log, on_round_end=on_round_end)
 
     def deploy_locally(
-        self, site_dirs: list[Path], work_dir: Path, insecure: bool = False, timeout_s: float = 1800
+        self,
+        site_dirs: list[Path],
+        work_dir: Path,
+        insecure: bool = False,
+        base_port: int = 9200,
+        timeout_s: float = 1800,
     ) -> subprocess.CompletedProcess:
         """A SuperLink and one SuperNode per site on this machine; the run submitted as a consortium would."""
         from cmrfl.local_deployment import LocalFederation
 
-        with LocalFederation(site_dirs, work_dir, insecure=insecure) as federation:
+        with LocalFederation(site_dirs, work_dir, base_port=base_port, insecure=insecure) as federation:
             return federation.run(dict(self.run_config), timeout_s=timeout_s)
 
     def submit(

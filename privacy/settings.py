@@ -180,17 +180,11 @@ def run_config_problems(config: Any) -> list[str]:
     return PrivacySettings.from_run_config(config).problems(config.strategy, config.min_train_sites)
 
 
-# Train-config keys the site's mods (client/mods.py) read; the server adds them to
-# every training instruction. Spelled in cmrfl.protocol with every other key that crosses.
-KEY_MAX_UPDATE_NORM = Key.MAX_UPDATE_NORM.value
-KEY_UNIFORM_SITE_WEIGHTS = Key.UNIFORM_SITE_WEIGHTS.value
-KEY_CLIENT_DP = Key.CLIENT_DP.value
-
-
 def site_instructions(settings: PrivacySettings) -> dict[str, float | bool | str]:
-    """What each site must know to guard, clip and weight its update."""
+    """What each site must know to guard, clip and weight its update: the train-config keys
+    the site's mods (client/mods.py) read; the server adds them to every training instruction."""
     return {
-        KEY_MAX_UPDATE_NORM: float(settings.max_update_norm),
-        KEY_UNIFORM_SITE_WEIGHTS: settings.uniform_site_weights,
-        KEY_CLIENT_DP: settings.client_dp.mode,
+        Key.MAX_UPDATE_NORM.value: float(settings.max_update_norm),
+        Key.UNIFORM_SITE_WEIGHTS.value: settings.uniform_site_weights,
+        Key.CLIENT_DP.value: settings.client_dp.mode,
     }

@@ -36,7 +36,7 @@ from server.config import FederationConfig
 from server.failures import failed_replies, failure
 from server.secure_aggregation import run_secure_training
 from server.site_metrics import means_from_sums
-from server.strategies import SITE_WEIGHT_KEY, ComposedStrategy, compose_strategy
+from server.strategies import ComposedStrategy, compose_strategy
 from tasks import get_task
 
 log = logging.getLogger("cmrfl.server")
@@ -112,6 +112,7 @@ def run_federation(
         composed.client_dp.restore(history)  # the accountant's state is the history
 
     strategy = composed.strategy
+    audited = get_task(config.task).audit_spec is not None  # a task that declares a fairness audit
     sites_by_node: dict[int, str] = {}  # from replies: names a site that drops out later
     for server_round in range(first_round, config.num_server_rounds + 1):
         started = time.monotonic()
@@ -179,7 +180,7 @@ def run_federation(
                 client_dp["delta"],
                 client_dp["releases"],
             )
-        if get_task(config.task).audit_spec is not None:  # a task that declares a fairness audit
+        if audited:
             save_fairness_statistics(run_dir, server_round, config, evaluate_replies)
         history.append(entry)
         checkpoints.save(server_round, arrays, history)
@@ -265,7 +266,7 @@ def weighted_for(composed: ComposedStrategy, replies: list[Message]) -> list[Mes
             continue
         content = RecordDict(dict(reply.content.items()))
         for key, record in reply.content.metric_records.items():
-            content[key] = MetricRecord({**dict(record), SITE_WEIGHT_KEY: 1.0})
+            content[key] = MetricRecord({**dict(record), Metric.SITE_WEIGHT.value: 1.0})
         weighted = copy.copy(reply)
         weighted.content = content
         stamped.append(weighted)

@@ -29,12 +29,6 @@ from privacy.settings import PrivacySettings
 from server.config import FederationConfig
 from server.site_metrics import aggregate_site_metrics
 
-NUM_EXAMPLES_KEY = Metric.NUM_EXAMPLES.value
-# Under client-level DP every site weighs the same in the mean (the noise is calibrated
-# to one site's clipped update over n sites); the round loop stamps this weight on the
-# replies, because Flower's strategies weight by a key of the reply's MetricRecord.
-SITE_WEIGHT_KEY = Metric.SITE_WEIGHT.value
-
 
 @dataclass(frozen=True)
 class ComposedStrategy:
@@ -74,7 +68,10 @@ def build_strategy(config: FederationConfig, uniform_site_weights: bool = False)
         evaluate_metrics_aggr_fn=example_weighted_metrics,
     )
     if uniform_site_weights:
-        common["weighted_by_key"] = SITE_WEIGHT_KEY
+        # Under client-level DP every site weighs the same in the mean (the noise is calibrated
+        # to one site's clipped update over n sites); the round loop stamps this weight on the
+        # replies, because Flower's strategies weight by a key of the reply's MetricRecord.
+        common["weighted_by_key"] = Metric.SITE_WEIGHT.value
     match config.strategy:
         case "fedavg":
             return FedAvg(**common)
@@ -93,7 +90,7 @@ def build_strategy(config: FederationConfig, uniform_site_weights: bool = False)
 
 def example_weighted_metrics(replies: list[RecordDict], weighted_by_key: str) -> MetricRecord:
     """Consortium metrics are example-weighted whatever weights the model average."""
-    metrics = aggregate_site_metrics(replies, NUM_EXAMPLES_KEY)
-    if SITE_WEIGHT_KEY in metrics:
-        del metrics[SITE_WEIGHT_KEY]
+    metrics = aggregate_site_metrics(replies, Metric.NUM_EXAMPLES)
+    if Metric.SITE_WEIGHT in metrics:
+        del metrics[Metric.SITE_WEIGHT]
     return metrics

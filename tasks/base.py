@@ -22,12 +22,10 @@ from torch.utils.data import Dataset
 
 from cmr.attributes import SubgroupAttributes
 from cmr.store import CaseEntry, CaseStore
-from tasks.settings import TrainSettings
+from tasks.settings import TrainSettings as TrainSettings  # re-exported: tasks.settings owns it
 
 if TYPE_CHECKING:
     from fairness.spec import AuditSpec
-
-__all__ = ["TrainSettings"]  # re-exported: tasks.settings owns it
 
 
 @dataclass(frozen=True)

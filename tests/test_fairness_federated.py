@@ -156,14 +156,14 @@ def test_a_site_wide_sum_over_a_single_case_is_withheld():
 
 
 def test_a_site_sets_its_own_floor_for_small_groups_and_a_bad_value_names_the_file(tmp_path: Path):
-    from client.site import SiteConfigError, site_suppression_threshold
+    from client.site import SiteConfig, SiteConfigError
 
-    assert site_suppression_threshold(tmp_path) == 10
+    assert SiteConfig.read(tmp_path).suppression_threshold == 10
     (tmp_path / "site.toml").write_text('name = "x"\n[fairness]\nsuppression-threshold = 20\n')
-    assert site_suppression_threshold(tmp_path) == 20
+    assert SiteConfig.read(tmp_path).suppression_threshold == 20
     (tmp_path / "site.toml").write_text("[fairness]\nsuppression-threshold = 0\n")
     with pytest.raises(SiteConfigError, match=r"site\.toml.*suppression-threshold"):
-        site_suppression_threshold(tmp_path)
+        SiteConfig.read(tmp_path)
 
 
 @pytest.mark.slow
