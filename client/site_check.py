@@ -129,12 +129,9 @@ def check_case_store(site_dir: Path) -> list[CheckResult]:
 
 def series_kinds_and_tasks(entries: list[CaseEntry]) -> str:
     """ "lge-stack 24 (task lge), molli-t1 32 (task mapping)": what the store holds, and which tasks read it."""
-    from tasks import get_task, task_names
+    from tasks.registry import tasks_by_series_kind
 
-    readers: dict[str, list[str]] = {}
-    for name in task_names():
-        for kind in get_task(name).series_kinds:
-            readers.setdefault(str(kind), []).append(name)
+    readers = tasks_by_series_kind()
     counts = Counter(str(series_kind_of(e.case_labels)) for e in entries)
     return ", ".join(
         f"{kind} {n} ({'task ' + ', '.join(readers[kind]) if kind in readers else 'no task reads it'})"

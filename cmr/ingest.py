@@ -1,10 +1,13 @@
 """Site ingest: a hospital's DICOM folder (+ masks, manifest) → the local case store.
 
 ``ingest_site`` is the one driver for every kind of series. It reads every file's
-header once and groups the images into series (``cmr.dicom_files``); hands each
-series to the reader that claims it (``cmr.reader_registry``: the LGE stack, MOLLI
-and T2-prep readers, and whichever a later kind registers), which checks it from its
-headers; matches manifest rows to the series that passed (``cmr.manifest``); then,
+header once and groups the images into series (``cmr.dicom_files``); recognises what
+kind each series is (``cmr.series_recognition``; the manifest may say otherwise per
+series); lists every series of a kind no task reads in the report as not used, with the
+kind it was taken for (a localizer, a long-axis cine, a brain scan: never stored); hands
+each other series to the reader of its kind (``cmr.reader_registry``: the LGE stack,
+MOLLI and T2-prep readers, and whichever a later kind registers), which checks it from
+its headers; matches manifest rows to the series that passed (``cmr.manifest``); then,
 one series at a time, has its reader decode it and load its label files
 (``cmr.series_readers.SeriesContent``), normalises the subgroup attributes
 (``cmr.normalise``), de-identifies (``cmr.deid``) and writes one case of
@@ -42,7 +45,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -50,11 +53,13 @@ from pydicom.dataset import Dataset
 from cmr.deid import case_id_for, deidentify, load_or_create_salt, pseudonym
 from cmr.dicom_files import SeriesDecodeError, SeriesFiles, read_dicom_folder
 from cmr.ingest_labels import LabelFiles
-from cmr.ingest_report import REPORT_FILE, IngestReport, Rejection
-from cmr.manifest import Manifest, ManifestRow, match_rows, read_manifest
+from cmr.ingest_report import REPORT_FILE, IngestReport, Rejection, UnusedSeries
+from cmr.manifest import Manifest, ManifestRow, kind_overrides, match_rows, read_manifest
 from cmr.normalise import subgroup_attributes
-from cmr.reader_registry import reader_for, registered_readers
+from cmr.reader_registry import readable_kinds, reader_of_kind
+from cmr.series_kinds import SeriesKind
 from cmr.series_readers import CheckedSeries, SeriesContext, SeriesRefused
+from cmr.series_recognition import Recognition, recognise_series
 from cmr.store import CaseStore
 
 __all__ = ["HEADERS_FOLDER", "REPORT_FILE", "IngestReport", "check_series", "deidentified_header_json", "ingest_site"]
@@ -88,17 +93,20 @@ def deidentified_header_json(header: Dataset, salt: bytes) -> bytes:
     return (json.dumps(document, sort_keys=True, indent=1) + "\n").encode("ascii")
 
 
-def check_series(series: SeriesFiles, rejections: list[Rejection]) -> CheckedSeries | None:
-    """The series as its reader checked it, or None; what could not be used goes to ``rejections``."""
+def unused_reason(recognition: Recognition, labels: dict[str, str]) -> str:
+    """Why a recognised series is not used, in the report's words."""
+    if recognition.kind == SeriesKind.LGE_PSIR and recognition.partner in labels:
+        return (
+            f"{recognition.because}: the phase-sensitive partner of {labels[recognition.partner]} "
+            "(one acquisition; tasks read its magnitude)"
+        )
+    return f"{recognition.because}: not used by any task"
+
+
+def check_series(series: SeriesFiles, kind: SeriesKind, rejections: list[Rejection]) -> CheckedSeries | None:
+    """The series as the reader of ``kind`` checked it, or None; what could not be used goes to ``rejections``."""
     try:
-        reader = reader_for(series)
-        if reader is None:
-            kinds = ", ".join(r.kind.value for r in registered_readers()) or "none"
-            rejections.append(
-                Rejection("series", series.folder, f"{series.label}: no reader claims this series (readers: {kinds})")
-            )
-            return None
-        verdict = reader.check(series)
+        verdict = reader_of_kind(kind).check(series)
     except Exception as error:
         log.exception("unexpected failure checking %s", series.label)
         reason = f"{series.label}: not ingested ({type(error).__name__}: {error})"
@@ -168,9 +176,12 @@ def ingest_site(
     manifest: Path | None = None,
     labels_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    kinds: Collection[str] | None = None,
 ) -> IngestReport:
     """Ingest a hospital's DICOM folder into ``SITE_DIR/store``; see the module docstring.
 
+    ``kinds``: the series kinds to store, those the site's tasks read (``cmrfl site
+    ingest`` passes them); None stores every kind a registered reader reads.
     ``on_progress(done, total)`` counts files read, then images decoded.
     Raises only for what makes the whole run impossible: a missing DICOM folder,
     manifest or labels folder, or an unusable salt.
@@ -200,7 +211,19 @@ def ingest_site(
     folder = read_dicom_folder(dicom_dir, exclude, on_file_read=files_read)
     report.files_seen, report.series_found = folder.files_seen, folder.series_found
     report.rejections.extend(folder.rejections)
-    checked = [s for s in (check_series(files, report.rejections) for files in folder.series) if s is not None]
+    stored_kinds = readable_kinds() if kinds is None else readable_kinds() & {SeriesKind(k) for k in kinds}
+    recognised = recognise_series(folder.series, kind_overrides(parsed_manifest))
+    labels_by_uid = {files.series_instance_uid: files.label for files in folder.series}
+    checked = []
+    for files in folder.series:
+        recognition = recognised[files.series_instance_uid]
+        if recognition.kind not in stored_kinds:
+            reason = unused_reason(recognition, labels_by_uid)
+            report.not_used.append(UnusedSeries(files.folder, files.label, recognition.kind.value, reason))
+            continue
+        verdict = check_series(files, recognition.kind, report.rejections)
+        if verdict is not None:
+            checked.append(verdict)
     checked.sort(key=lambda s: (s.files.folder, s.files.files[0].relative))
     rows = match_rows(parsed_manifest, [s.files for s in checked]) if manifest is not None else {}
 

@@ -2,15 +2,12 @@
 
 A mapping series is several frames at one slice position, each with its own time:
 ``InversionTime`` for MOLLI, the preparation duration for T2-prep
-(``cmr.mapping_series``). The stack reader would refuse it ("several phases … in one
-series"), so these readers are asked first and claim a series when all its files
-are single images at one position and
+(``cmr.mapping_series``). Ingest recognises the kind (``cmr.series_recognition``:
+MOLLI is up to 12 inversion times at one position, a longer run being a TI scout;
+T2-prep says so in ImageComments ``T2prep <ms> ms`` or its names) and hands the series
+to the reader of that kind.
 
-* MOLLI: every file carries InversionTime;
-* T2-prep: every file says it is T2-prepared (``T2prep <ms> ms`` in ImageComments, or
-  T2-prep in the series, protocol or sequence name).
-
-A claimed series whose times are missing, duplicated or whose geometry differs is
+A series whose times are missing, duplicated or whose geometry differs is
 refused by file and reason. Each series is stored as a mapping case
 (``cmr.mapping_store``), de-identified by the driver like any case.
 
@@ -44,7 +41,7 @@ from cmr.dicom_files import SeriesFiles, decode_pixels
 from cmr.geometry import StackGeometry, affines_match, nifti_array_to_stack
 from cmr.ingest_report import Rejection
 from cmr.manifest import ManifestRow
-from cmr.mapping_series import MappingFrames, MappingSeriesError, check_mapping_frames, is_t2prep_header
+from cmr.mapping_series import MappingFrames, MappingSeriesError, check_mapping_frames
 from cmr.mapping_store import NATIVE, POST_CONTRAST, MappingContent, t1_mapping_content, t2prep_content
 from cmr.masks import MaskMismatch, load_mask
 from cmr.series_kinds import SeriesKind
@@ -53,14 +50,6 @@ from cmr.series_readers import SeriesCheck, SeriesContent, SeriesContext, Series
 REFERENCE_T1_SUFFIX = "_t1.nii.gz"
 REFERENCE_T2_SUFFIX = "_t2.nii.gz"
 SAME_POSITION_MM = 0.01
-
-
-def frames_at_one_position(series: SeriesFiles) -> bool:
-    """Two or more single-image files, all at one slice position."""
-    if len(series.files) < 2 or any(len(f.images) != 1 or f.images[0].frame is not None for f in series.files):
-        return False
-    positions = np.array([f.images[0].position for f in series.files])
-    return bool(np.abs(positions - positions[0]).max() <= SAME_POSITION_MM)
 
 
 def load_reference_map(path: Path, geometry: StackGeometry, shape: tuple[int, int], quantity: str = "T1") -> np.ndarray:
@@ -160,19 +149,13 @@ class CheckedMapping:
 
 
 class MappingReader:
-    """Shared by the MOLLI and T2-prep readers: claim, check and read frames at one position."""
+    """Shared by the MOLLI and T2-prep readers: check and read frames at one position."""
 
     kind: SeriesKind
     time_kind: str  # "t1" or "t2" (cmr.mapping_series)
     quantity: str  # "T1" or "T2"
     reference_suffix: str
     description: str  # how rejections name the kind
-
-    def claims_header(self, header: pydicom.Dataset) -> bool:
-        raise NotImplementedError
-
-    def claims(self, series: SeriesFiles) -> bool:
-        return frames_at_one_position(series) and all(self.claims_header(f.header) for f in series.files)
 
     def check(self, series: SeriesFiles) -> SeriesCheck:
         relative = {f.path: f.relative for f in series.files}
@@ -213,9 +196,6 @@ class MolliReader(MappingReader):
     time_kind, quantity, reference_suffix = "t1", "T1", REFERENCE_T1_SUFFIX
     description = "T1-mapping series"
 
-    def claims_header(self, header: pydicom.Dataset) -> bool:
-        return header.get("InversionTime") not in (None, "")
-
     def check_manifest(self, header: pydicom.Dataset, context: SeriesContext) -> None:
         self._haematocrit_and_contrast(header, context)
 
@@ -250,9 +230,6 @@ class T2PrepReader(MappingReader):
     kind = SeriesKind.T2_PREP
     time_kind, quantity, reference_suffix = "t2", "T2", REFERENCE_T2_SUFFIX
     description = "T2-prep series"
-
-    def claims_header(self, header: pydicom.Dataset) -> bool:
-        return is_t2prep_header(header)
 
     def content(
         self,

@@ -1,8 +1,10 @@
-"""What one ingest run could and could not use: counts and rejections, for staff.
+"""What one ingest run could and could not use: counts, rejections and unused series, for staff.
 
 Every unusable file, series, mask, label file or manifest row becomes a
 :class:`Rejection` naming it (by its path relative to the folder the hospital gave)
-and saying why in words a person can act on. The report never holds a value read
+and saying why in words a person can act on. A readable series of a kind no task
+reads (a localizer, a long-axis cine, a brain scan) is no error: it is listed under
+``not_used`` with the kind it was taken for (:class:`UnusedSeries`). The report never holds a value read
 from a header or a manifest cell; see ``cmr.ingest`` for why paths are kept as given.
 """
 
@@ -32,6 +34,16 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class UnusedSeries:
+    """A readable series that no task uses, with the kind it was taken for (not an error)."""
+
+    path: str  # the series' folder, relative to the DICOM folder
+    series: str  # how the report names it: "series 7 in <folder>"
+    kind: str  # a cmr.series_kinds.SeriesKind value
+    reason: str  # why it is that kind, and why it is not used
+
+
 @dataclass
 class IngestReport:
     files_seen: int = 0
@@ -40,6 +52,7 @@ class IngestReport:
     cases_unchanged: int = 0  # already in the store, identical
     cases_without_mask: int = 0  # ingested (written or unchanged) without a mask
     rejections: list[Rejection] = field(default_factory=list)
+    not_used: list[UnusedSeries] = field(default_factory=list)  # series of kinds no task reads
 
     @property
     def files_rejected(self) -> int:
@@ -58,8 +71,19 @@ class IngestReport:
             "cases_without_mask": self.cases_without_mask,
             "files_rejected": self.files_rejected,
             "series_rejected": self.series_rejected,
+            "series_not_used": len(self.not_used),
+            "series_not_used_by_kind": self.not_used_by_kind(),
             "rejections": [{"kind": r.kind, "path": r.path, "reason": r.reason} for r in self.rejections],
+            "not_used": [
+                {"path": u.path, "series": u.series, "series_kind": u.kind, "reason": u.reason} for u in self.not_used
+            ],
         }
+
+    def not_used_by_kind(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for unused in self.not_used:
+            counts[unused.kind] = counts.get(unused.kind, 0) + 1
+        return dict(sorted(counts.items()))
 
     def describe(self, max_rejections: int = 10) -> Text:
         """Counts and the first rejections, for a terminal (no markup is interpreted)."""
@@ -69,6 +93,9 @@ class IngestReport:
             f"{self.cases_written} cases written, {self.cases_unchanged} unchanged, "
             f"{self.cases_without_mask} without a mask.\n"
         )
+        if self.not_used:
+            kinds = ", ".join(f"{kind} {n}" for kind, n in self.not_used_by_kind().items())
+            text.append(f"{len(self.not_used)} series not used by any task ({kinds}); listed in {REPORT_FILE}.\n")
         if not self.rejections:
             text.append("Nothing was rejected.")
             return text

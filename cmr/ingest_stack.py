@@ -1,10 +1,10 @@
 """The LGE short-axis stack reader: a series that is one MR stack, with its mask.
 
-It is the catch-all reader (``claims`` every series): registered first, it is asked
-last, after the readers of more particular kinds (a MOLLI series is frames at one
-position, which no stack can be). A series that is no stack is refused here with the
-stack checks' reason (``cmr.dicom_series``: "several phases … in one series" and the
-like), so that staff learn why.
+It reads the series ingest recognised as LGE short-axis stacks (``cmr.series_recognition``:
+an inversion-recovery image per position, on one oblique axis or parallel to the exam's
+short-axis stacks; the magnitude, whose PSIR partner is the same acquisition). A
+recognised stack that fails the stack checks is refused with their reason
+(``cmr.dicom_series``: uneven spacing and the like), so that staff learn why.
 
 What a stack case holds: the image ``[slice, row, col]`` in slice order, its mask from
 the labels folder (``cmr.masks``: the manifest's ``mask_file`` or
@@ -55,9 +55,6 @@ class CheckedStack:
 
 class LgeStackReader:
     kind = SeriesKind.LGE_STACK
-
-    def claims(self, series: SeriesFiles) -> bool:
-        return True  # the catch-all: see the module docstring
 
     def check(self, series: SeriesFiles) -> SeriesCheck:
         stack, rejections = build_series(series)

@@ -11,7 +11,9 @@ relative to the labels folder. A row names its series by ``series_instance_uid``
 
 What is kept: the override columns (normalised into SubgroupAttributes) and the case
 labels in CASE_LABEL_COLUMNS (``scar_type``; for T1-mapping series ``haematocrit`` and
-``contrast``). Identifiers are used only to match rows to series and are never stored;
+``contrast``), and ``series_kind``: a per-series override of the kind ingest recognises
+(a ``cmr.series_kinds.SeriesKind`` value such as ``lge-stack`` or ``localizer``; it needs
+the row's ``series_instance_uid``). Identifiers are used only to match rows to series and are never stored;
 height and weight are part of the format but are not stored (nothing uses them, and
 they add to re-identification risk). Other columns are
 ignored, and the report says so, so that a hospital's extra column (say, a medical
@@ -29,11 +31,20 @@ from typing import Protocol
 
 from cmr.ingest_report import Rejection
 from cmr.normalise import OVERRIDE_COLUMNS
+from cmr.series_kinds import SeriesKind
 
 IDENTIFIER_COLUMNS = ("patient_id", "series_instance_uid")
 CASE_LABEL_COLUMNS = ("scar_type", "haematocrit", "contrast")  # the last two: MOLLI series (cmr.ingest_mapping)
 NOT_STORED_COLUMNS = ("height_cm", "weight_kg")
-KNOWN_COLUMNS = (*IDENTIFIER_COLUMNS, "mask_file", *OVERRIDE_COLUMNS, *CASE_LABEL_COLUMNS, *NOT_STORED_COLUMNS)
+SERIES_KIND_COLUMN = "series_kind"
+KNOWN_COLUMNS = (
+    *IDENTIFIER_COLUMNS,
+    "mask_file",
+    SERIES_KIND_COLUMN,
+    *OVERRIDE_COLUMNS,
+    *CASE_LABEL_COLUMNS,
+    *NOT_STORED_COLUMNS,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class ManifestRow:
     mask_file: str
     overrides: dict[str, str] = field(default_factory=dict)  # non-blank OVERRIDE_COLUMNS
     case_labels: dict[str, str] = field(default_factory=dict)  # non-blank CASE_LABEL_COLUMNS
+    series_kind: SeriesKind | None = None  # the kind this series is, whatever ingest recognises
 
 
 class NamedSeries(Protocol):
@@ -100,6 +112,18 @@ def read_manifest(path: Path) -> Manifest:
             manifest.problem(line, f"{len(cells)} cells but the header has {len(header)} columns; row skipped")
             continue
         values = {column: cell.strip() for column, cell in zip(header, cells, strict=False)}
+        kind_cell = values.get(SERIES_KIND_COLUMN, "").lower()
+        series_kind = None
+        if kind_cell:
+            try:
+                series_kind = SeriesKind(kind_cell)
+            except ValueError:
+                known = ", ".join(kind.value for kind in SeriesKind)
+                manifest.problem(line, f"series_kind {kind_cell!r} is not a series kind ({known}); row skipped")
+                continue
+            if not values.get("series_instance_uid"):
+                manifest.problem(line, "series_kind names one series: give its series_instance_uid; row skipped")
+                continue
         row = ManifestRow(
             line=line,
             patient_id=values.get("patient_id", ""),
@@ -107,12 +131,18 @@ def read_manifest(path: Path) -> Manifest:
             mask_file=values.get("mask_file", ""),
             overrides={c: values[c] for c in OVERRIDE_COLUMNS if values.get(c)},
             case_labels={c: values[c] for c in CASE_LABEL_COLUMNS if values.get(c)},
+            series_kind=series_kind,
         )
         if not row.patient_id and not row.series_instance_uid:
             manifest.problem(line, "neither patient_id nor series_instance_uid given; row skipped")
             continue
         manifest.rows.append(row)
     return manifest
+
+
+def kind_overrides(manifest: Manifest) -> dict[str, SeriesKind]:
+    """The series kinds the manifest sets, by SeriesInstanceUID (the last row wins)."""
+    return {row.series_instance_uid: row.series_kind for row in manifest.rows if row.series_kind is not None}
 
 
 def match_rows(manifest: Manifest, series: Sequence[NamedSeries]) -> dict[str, ManifestRow]:

@@ -1,26 +1,24 @@
 """Series readers registered by series kind (as nnU-Net's reader/writer registry).
 
-The ingest driver asks the registered readers, newest first, which one claims a
-series (``SeriesReader.claims``); the first that does reads it. The built-in readers
-are registered below, the catch-all LGE-stack reader first so that it is asked last.
-A reader for a new kind (cine, diffusion, fingerprinting) is registered after them
-and so is asked before the stack reader, which would otherwise refuse its series as
-"several phases … in one series". See docs/ingest.md.
+Ingest recognises each series' kind (``cmr.series_recognition``) and hands it to the
+reader registered for that kind; a series of a kind without a reader, or of a kind no
+task reads, is listed in the ingest report as not used. The built-in readers (LGE
+stack, MOLLI, T2-prep) are registered below; a reader for a new kind (cine, diffusion,
+fingerprinting) registers the same way. See docs/ingest.md.
 """
 
 from __future__ import annotations
 
-from cmr.dicom_files import SeriesFiles
 from cmr.ingest_mapping import MolliReader, T2PrepReader
 from cmr.ingest_stack import LgeStackReader
 from cmr.series_kinds import SeriesKind
 from cmr.series_readers import SeriesReader
 
-_READERS: list[SeriesReader] = []  # in the order they are asked: newest first
+_READERS: list[SeriesReader] = []
 
 
 def register_reader(reader: SeriesReader) -> None:
-    """Make ``reader`` read its kind of series; it is asked before every reader registered earlier.
+    """Make ``reader`` read its kind of series.
 
     Raises ValueError when its kind already has a reader (unregister that one first).
     """
@@ -31,7 +29,7 @@ def register_reader(reader: SeriesReader) -> None:
                 f"series kind {kind.value!r} already has a reader ({type(existing).__name__}); "
                 "unregister_reader it first"
             )
-    _READERS.insert(0, reader)
+    _READERS.append(reader)
 
 
 def unregister_reader(kind: SeriesKind) -> SeriesReader:
@@ -41,7 +39,7 @@ def unregister_reader(kind: SeriesKind) -> SeriesReader:
     return reader
 
 
-def reader_of_kind(kind: SeriesKind) -> SeriesReader:
+def reader_of_kind(kind: SeriesKind | str) -> SeriesReader:
     """The registered reader of ``kind``; KeyError naming the kinds that have one."""
     for reader in _READERS:
         if reader.kind == kind:
@@ -51,13 +49,13 @@ def reader_of_kind(kind: SeriesKind) -> SeriesReader:
 
 
 def registered_readers() -> tuple[SeriesReader, ...]:
-    """Every registered reader, in the order the driver asks them."""
+    """Every registered reader, in the order they were registered."""
     return tuple(_READERS)
 
 
-def reader_for(series: SeriesFiles) -> SeriesReader | None:
-    """The first reader that claims ``series``; None when no reader does."""
-    return next((reader for reader in _READERS if reader.claims(series)), None)
+def readable_kinds() -> frozenset[SeriesKind]:
+    """The kinds a registered reader can store."""
+    return frozenset(SeriesKind(reader.kind) for reader in _READERS)
 
 
 register_reader(LgeStackReader())

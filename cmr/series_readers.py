@@ -1,9 +1,9 @@
 """The contract between the ingest driver (``cmr.ingest``) and the series readers.
 
-The driver reads every file's header once and groups the images by
-SeriesInstanceUID (``cmr.dicom_files.SeriesFiles``). For each group it asks the
-registered readers (``cmr.reader_registry``) which one :meth:`SeriesReader.claims` it;
-that reader then
+The driver reads every file's header once, groups the images by SeriesInstanceUID
+(``cmr.dicom_files.SeriesFiles``) and recognises each group's kind
+(``cmr.series_recognition``). A series of a kind some task reads goes to the reader
+registered for that kind (``cmr.reader_registry``), which then
 
 1. :meth:`SeriesReader.check`\\ s it from the headers alone, returning the checked series
    or refusing it, each time with the files and reasons to report;
@@ -96,10 +96,6 @@ class SeriesReader(Protocol):
     @property
     def kind(self) -> SeriesKind: ...
 
-    def claims(self, series: SeriesFiles) -> bool:
-        """Whether ``series`` is of this reader's kind, from its headers (cheap: no pixels)."""
-        ...
-
     def check(self, series: SeriesFiles) -> SeriesCheck:
-        """Check a claimed series from its headers; refuse it with reasons naming its files."""
+        """Check a series of this kind from its headers; refuse it with reasons naming its files."""
         ...

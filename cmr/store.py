@@ -18,7 +18,7 @@ import hashlib
 import json
 import sqlite3
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cmr.attributes import SubgroupAttributes
+from cmr.series_kinds import series_kind_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -184,7 +185,11 @@ class CaseStore:
             )
         return True
 
-    def entries(self) -> list[CaseEntry]:
+    def entries(self, kinds: Collection[str] | None = None) -> list[CaseEntry]:
+        """The index, in case-id order; ``kinds``: only cases of these series kinds (a task's ``series_kinds``)."""
+        if kinds is not None:
+            wanted = {str(kind) for kind in kinds}
+            return [entry for entry in self.entries() if str(series_kind_of(entry.case_labels)) in wanted]
         if not self.exists():
             return []
         with closing(self._connect()) as db:

@@ -23,6 +23,7 @@ from cmrfl.cli_registry import predict, registry_app  # noqa: E402 - registry co
 
 app.add_typer(registry_app, name="registry")
 app.command("predict")(predict)
+from cmrfl.cli_inventory import site_inventory  # noqa: E402 - the inventory command lives in its own module
 from cmrfl.cli_mapping import map_app  # noqa: E402 - mapping commands live in their own module
 
 app.add_typer(map_app, name="map")
@@ -102,11 +103,17 @@ def site_ingest(
     manifest: Annotated[Path | None, typer.Option(help="CSV of case-level labels and attributes.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Folder of reference masks (NIfTI).")] = None,
 ) -> None:
-    """De-identify a DICOM folder into the site's local case store (idempotent)."""
+    """De-identify a DICOM folder into the site's local case store (idempotent).
+
+    Only series of the kinds the tasks read are stored; the report lists every other
+    series (localizers, long-axis cines, other body parts …) with the kind it was taken for.
+    """
     from rich.progress import Progress
 
     from cmr.ingest import ingest_site
+    from tasks.registry import tasks_by_series_kind
 
+    kinds = tasks_by_series_kind()
     try:
         with Progress(console=console) as progress:
             task = progress.add_task("Ingesting", total=None)
@@ -116,10 +123,14 @@ def site_ingest(
                 manifest=manifest,
                 labels_dir=labels,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+                kinds=kinds,
             )
     except FileNotFoundError as missing:
         fail(str(missing))
     console.print(report.describe())
+
+
+site_app.command("inventory")(site_inventory)
 
 
 @site_app.command("privacy")

@@ -123,6 +123,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str
             sites_dir,
             workers,
             on_progress=lambda name, done, total: progress.update(ingesting[name], completed=done, total=total),
+            kinds=task.series_kinds,  # the demo's sites store what its one task reads
         )
 
         if not settings.compare_mitigation:

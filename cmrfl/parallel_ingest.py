@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -19,21 +19,28 @@ from cmr.ingest import ingest_site
 ProgressCallback = Callable[[str, int, int], None]  # (hospital name, done, total)
 
 
-def _ingest_hospital(hospital: Path, site_dir: Path, updates: queue.Queue) -> None:
+def _ingest_hospital(hospital: Path, site_dir: Path, updates: queue.Queue, kinds: list[str] | None) -> None:
     ingest_site(
         hospital / "dicom",
         site_dir,
         manifest=hospital / "manifest.csv",
         labels_dir=hospital / "labels",
         on_progress=lambda done, total: updates.put((hospital.name, done, total)),
+        kinds=kinds,
     )
 
 
 def ingest_hospitals(
-    hospitals: list[Path], sites_dir: Path, workers: int, on_progress: ProgressCallback | None = None
+    hospitals: list[Path],
+    sites_dir: Path,
+    workers: int,
+    on_progress: ProgressCallback | None = None,
+    kinds: Collection[str] | None = None,
 ) -> list[Path]:
     """Ingest each generated hospital (``dicom/``, ``manifest.csv``, ``labels/``) into
     ``sites_dir/<name>``; return the site folders in the hospitals' order.
+
+    ``kinds``: the series kinds to store (``cmr.ingest.ingest_site``); None: every kind a reader reads.
 
     A hospital that fails raises here, after the others have finished.
     """
@@ -45,7 +52,8 @@ def ingest_hospitals(
         ProcessPoolExecutor(max_workers=max(1, min(workers, len(hospitals))), mp_context=context) as pool,
     ):
         updates = manager.Queue()
-        futures = [pool.submit(_ingest_hospital, h, d, updates) for h, d in zip(hospitals, site_dirs)]
+        wanted = None if kinds is None else [str(kind) for kind in kinds]
+        futures = [pool.submit(_ingest_hospital, h, d, updates, wanted) for h, d in zip(hospitals, site_dirs)]
         while True:
             finished = all(future.done() for future in futures)
             try:

@@ -53,6 +53,18 @@ def get_task(name: str) -> Task:
     return task
 
 
+def tasks_by_series_kind() -> dict[str, list[str]]:
+    """Which tasks read each series kind (``{"lge-stack": ["lge"], "molli-t1": ["mapping"]}``).
+
+    Ingest stores only these kinds; a series of any other kind is reported as not used.
+    """
+    readers: dict[str, list[str]] = {}
+    for name in task_names():
+        for kind in get_task(name).series_kinds:
+            readers.setdefault(str(kind), []).append(name)
+    return readers
+
+
 def _factory(name: str) -> Callable[[], Task]:
     if name in _registered:
         return _registered[name]

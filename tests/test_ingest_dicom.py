@@ -21,6 +21,7 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import MPEG2MPML, EnhancedMRImageStorage, ExplicitVRLittleEndian
 
+from cmr.dicom_files import read_dicom_folder
 from cmr.dicom_series import scan_dicom_folder
 from cmr.ingest import ingest_site
 from cmr.store import CaseStore
@@ -38,13 +39,29 @@ def reference_mr_small() -> np.ndarray:
     return pydicom.dcmread(bundled("MR_small.dcm")).pixel_array.astype(np.float32)
 
 
-def ingest_files(tmp_path: Path, *names: str) -> tuple[dict, CaseStore]:
+def ingest_as_lge(dicom: Path, site: Path) -> None:
+    """Ingest with a manifest that says every readable series is an LGE stack.
+
+    MR_small is a 64×64 head slice, which ingest rightly refuses as LGE; these tests are
+    about reading and decoding files, so the manifest overrides the kind per series, as
+    a hospital can.
+    """
+    uids = {series.series_instance_uid for series in read_dicom_folder(dicom, []).series}
+    manifest = dicom.parent / "manifest.csv"
+    manifest.write_text("series_instance_uid,series_kind\n" + "".join(f"{uid},lge-stack\n" for uid in sorted(uids)))
+    ingest_site(dicom, site, manifest=manifest)
+
+
+def ingest_files(tmp_path: Path, *names: str, as_lge: bool = True) -> tuple[dict, CaseStore]:
     dicom = tmp_path / "dicom"
     for name in names:
         target = dicom / "exports" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(bundled(name), target)
-    ingest_site(dicom, tmp_path / "site")
+    if as_lge:
+        ingest_as_lge(dicom, tmp_path / "site")
+    else:
+        ingest_site(dicom, tmp_path / "site")
     return json.loads((tmp_path / "site" / "ingest-report.json").read_text()), CaseStore(tmp_path / "site")
 
 
@@ -91,7 +108,7 @@ def test_a_single_mr_image_in_any_bundled_encoding_is_a_one_slice_case(tmp_path:
     ],
 )
 def test_unusable_bundled_files_are_rejected_with_their_reason(tmp_path: Path, name: str, reason: str):
-    report, store = ingest_files(tmp_path, name)
+    report, store = ingest_files(tmp_path, name, as_lge=False)
     assert report["cases_written"] == 0 and len(store) == 0
     [rejection] = report["rejections"]
     assert rejection["kind"] == "file"
@@ -175,7 +192,7 @@ def enhanced_mr(path: Path, *, with_positions: bool = True, n_frames: int = 3) -
 
 def test_enhanced_multi_frame_mr_is_one_stack_ordered_along_the_normal(tmp_path: Path):
     frames = enhanced_mr(tmp_path / "dicom" / "enhanced.dcm")
-    ingest_site(tmp_path / "dicom", tmp_path / "site")
+    ingest_as_lge(tmp_path / "dicom", tmp_path / "site")
     [case] = list(CaseStore(tmp_path / "site"))
     assert case.image.shape == (3, 64, 64)
     expected = frames[::-1].astype(np.float32) * 2 - 10  # lowest position first, rescaled

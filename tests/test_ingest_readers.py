@@ -19,7 +19,13 @@ from cmr.mapping_store import t1_mapping_cases, t2prep_cases
 from cmr.parametric_map import write_parametric_map
 from cmr.phantom.mapping import MappingCase, simulate_mapping_case
 from cmr.phantom.mapping_dicom import write_mapping_mask, write_mapping_series
-from cmr.reader_registry import reader_of_kind, register_reader, registered_readers, unregister_reader
+from cmr.reader_registry import (
+    readable_kinds,
+    reader_of_kind,
+    register_reader,
+    registered_readers,
+    unregister_reader,
+)
 from cmr.series_kinds import SERIES_KIND_LABEL, SeriesKind, series_kind_of
 from cmr.series_readers import SeriesCheck, SeriesContent, SeriesContext
 from cmr.store import CaseStore
@@ -31,12 +37,13 @@ CMR = Path(__file__).resolve().parent.parent / "cmr"
 # ------------------------------------------------------------------- the registry
 
 
-def test_the_built_in_readers_are_asked_most_particular_first_and_the_stack_reader_last():
+def test_the_built_in_readers_read_lge_stacks_molli_and_t2prep():
     assert [reader.kind for reader in registered_readers()] == [
-        SeriesKind.T2_PREP,
-        SeriesKind.MOLLI,
         SeriesKind.LGE_STACK,
+        SeriesKind.MOLLI,
+        SeriesKind.T2_PREP,
     ]
+    assert readable_kinds() == {SeriesKind.LGE_STACK, SeriesKind.MOLLI, SeriesKind.T2_PREP}
 
 
 def test_a_kind_without_a_reader_is_named_when_asked_for():
@@ -51,7 +58,8 @@ def test_a_second_reader_for_one_kind_is_refused():
 
 def test_kind_values_are_the_strings_the_store_holds():
     assert [kind.value for kind in SeriesKind] == [
-        "lge-stack", "molli-t1", "t2-prep", "cine", "diffusion", "fingerprinting",
+        "lge-stack", "molli-t1", "t2-prep", "cine", "diffusion", "fingerprinting", "localizer", "cine-long-axis",
+        "lge-psir", "lge-long-axis", "ti-scout", "t1-map", "t2-map", "perfusion", "non-cardiac", "unrecognised",
     ]  # fmt: skip
     assert series_kind_of({"scar_type": "none"}) == SeriesKind.LGE_STACK  # LGE cases carry no kind label
     assert series_kind_of({SERIES_KIND_LABEL: "molli-t1"}) == SeriesKind.MOLLI
@@ -137,49 +145,53 @@ class CheckedCine:
 
 
 class CineReader:
-    """A toy cine reader: several images at each slice position."""
+    """A toy cine reader: it stores every image of the series, in file order."""
 
     kind = SeriesKind.CINE
-
-    def claims(self, series: SeriesFiles) -> bool:
-        positions = {tuple(np.round(f.images[0].position, 2)) for f in series.files}
-        return len(positions) < len(series.files)
 
     def check(self, series: SeriesFiles) -> SeriesCheck:
         return SeriesCheck(CheckedCine(series))
 
 
-def write_two_phase_series(folder: Path) -> None:
+def write_cine_stack(folder: Path, phases: int = 6) -> None:
+    """Three short-axis slices × ``phases`` cardiac phases in one series, as scanners write cine."""
     identity = Identity("K")
-    written = write_series(folder, identity, n_slices=3)
-    for phase in range(3):  # a second cardiac phase at the same positions
-        second = slice_dataset(
-            identity, 1, 10 + phase, written.geometry, written.stored_pixels[phase],
-            header={"ImagePositionPatient": list(written.geometry.slice_position(phase))},
-        )  # fmt: skip
-        second.save_as(folder / f"PH2_{phase}.dcm", enforce_file_format=True)
+    written = write_series(folder, identity, n_slices=3, header={"InversionTime": None, "ScanningSequence": "GR"})
+    for path in written.files:
+        path.unlink()
+    for position in range(3):
+        for phase in range(phases):
+            header = {"InversionTime": None, "ScanningSequence": "GR", "TriggerTime": 40.0 * phase,
+                      "CardiacNumberOfImages": phases, "SeriesDescription": "cine_tf2d_retro_sax"}  # fmt: skip
+            image = slice_dataset(
+                identity, 1, position * phases + phase, written.geometry, written.stored_pixels[position],
+                header={**header, "ImagePositionPatient": list(written.geometry.slice_position(position))},
+            )  # fmt: skip
+            image.save_as(folder / f"IM_{position}_{phase:02d}.dcm", enforce_file_format=True)
 
 
-def test_a_registered_reader_reads_the_series_it_claims_through_the_one_driver(tmp_path: Path):
-    write_two_phase_series(tmp_path / "dicom" / "cine")
-    refused = ingest_site(tmp_path / "dicom", tmp_path / "before")
-    [rejection] = refused.rejections  # without a cine reader, the stack reader says why not
-    assert "6 images share 3 slice positions" in rejection.reason
+def test_a_registered_reader_reads_the_series_of_its_kind_through_the_one_driver(tmp_path: Path):
+    write_cine_stack(tmp_path / "dicom" / "cine")
+    unused = ingest_site(tmp_path / "dicom", tmp_path / "before")
+    assert unused.rejections == [] and unused.cases_written == 0  # without a cine reader: not used, no error
+    [not_used] = unused.not_used
+    assert (not_used.path, not_used.kind) == ("cine", "cine")
+    assert not_used.reason == "3 slices × 6 cardiac phases: not used by any task"
 
     register_reader(CineReader())
     try:
-        assert registered_readers()[0].kind == SeriesKind.CINE
+        assert registered_readers()[-1].kind == SeriesKind.CINE
         report = ingest_site(tmp_path / "dicom", tmp_path / "site")
     finally:
         unregister_reader(SeriesKind.CINE)
-    assert report.rejections == [] and report.cases_written == 1
+    assert report.rejections == [] and report.not_used == [] and report.cases_written == 1
     [case] = list(CaseStore(tmp_path / "site"))
-    assert case.image.shape == (6, *case.image.shape[1:])
+    assert case.image.shape == (18, *case.image.shape[1:])
     assert series_kind_of(case.entry.case_labels) == SeriesKind.CINE
     header = json.loads(next((tmp_path / "site" / "store" / "headers").glob("*.json")).read_text())
     assert "QUIXOTEK^ALONSO" not in json.dumps(header)  # the driver de-identified it
     assert json.loads((tmp_path / "site" / REPORT_FILE).read_text())["cases_written"] == 1
-    assert registered_readers()[0].kind == SeriesKind.T2_PREP  # unregistered again
+    assert SeriesKind.CINE not in readable_kinds()  # unregistered again
 
 
 # ------------------------------------------------------------------- import rules

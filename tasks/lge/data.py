@@ -45,6 +45,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from cmr.series_kinds import SeriesKind
 from cmr.store import CaseEntry, CaseStore, StoredCase
 from tasks.lge.classes import TISSUE_TO_CLASS
 
@@ -275,7 +276,8 @@ class _PreprocessedCache:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-            cases = [preprocess_case(store.load(entry), geometry) for entry in store.entries() if entry.has_mask]
+            entries = store.entries(kinds=(SeriesKind.LGE_STACK,))  # a MOLLI case of the same exam is no LGE case
+            cases = [preprocess_case(store.load(entry), geometry) for entry in entries if entry.has_mask]
             self._entries[key] = cases
             while len(self._entries) > self.max_stores:
                 self._entries.popitem(last=False)
