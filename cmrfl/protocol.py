@@ -19,6 +19,7 @@ nothing but its own stage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -91,6 +92,9 @@ class Metric(StrEnum):
 SUM_SUFFIX = "-sum"
 COUNT_SUFFIX = "-count"
 
+# A train reply's own scalars; it also carries the DP-SGD spend (privacy.budget.PRIVACY_METRIC_KEYS).
+TRAIN_REPLY_METRICS = (Metric.NUM_EXAMPLES, Metric.TRAIN_LOSS, Metric.TRAIN_SECONDS, Metric.TRAIN_EXAMPLES_PER_SECOND)
+
 
 def sum_key(metric: str) -> str:
     """The reply key of a per-case metric's site-wide sum (``dice_scar`` → ``dice-scar-sum``)."""
@@ -104,6 +108,12 @@ def count_key(metric: str) -> str:
 def wire_name(metric: str) -> str:
     """Per-case metrics are snake_case in Python, kebab-case on the wire and in the history."""
     return metric.replace("_", "-")
+
+
+def evaluate_reply_metric_keys(metric_names: Iterable[str]) -> frozenset[str]:
+    """The keys of an evaluate reply's metrics: ``num-examples``, a sum and a count per metric and the loss."""
+    names = (*metric_names, Metric.LOSS.value)
+    return frozenset({Metric.NUM_EXAMPLES.value, *map(sum_key, names), *map(count_key, names)})
 
 
 class ProtocolError(ValueError):
@@ -299,10 +309,7 @@ class TrainReply:
     def from_record(cls, content: RecordDict) -> TrainReply:
         """The reply's scalars (its weights are read by the strategy, under SecAgg+ already summed)."""
         metrics = _metrics_of(content, "train reply")
-        named = {
-            str(key)
-            for key in (Metric.NUM_EXAMPLES, Metric.TRAIN_LOSS, Metric.TRAIN_SECONDS, Metric.TRAIN_EXAMPLES_PER_SECOND)
-        }
+        named = {str(key) for key in TRAIN_REPLY_METRICS}
         return cls(
             site_id=_site_of(content, "train reply"),
             num_examples=record_int(metrics[Metric.NUM_EXAMPLES]),
@@ -353,10 +360,11 @@ class EvaluateReply:
 
 
 def site_id_of(content: RecordDict) -> str | None:
-    """The name a site gives itself in a reply, or None where it gives none."""
-    if Record.SITE not in content:
+    """The name a site gives itself in a reply, or None where it gives none (or not as a name)."""
+    if Record.SITE not in content.config_records:
         return None
-    return str(content[Record.SITE][Key.SITE_ID])
+    site = content.config_records[Record.SITE].get(Key.SITE_ID)
+    return site if isinstance(site, str) and site else None
 
 
 def _metrics_of(content: RecordDict, where: str) -> MetricRecord:

@@ -2,7 +2,8 @@
 
 A checkpoint is written only after a round has fully completed (trained,
 aggregated, evaluated), atomically (write to a temporary file, then rename), so an
-interruption at any moment leaves the last completed round intact.
+interruption at any moment leaves the last completed round intact. Weights with a NaN
+or an infinity are refused: a resumed run must never start from a poisoned model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+
+from server.reply_validation import non_finite_problem
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -40,9 +43,12 @@ class CheckpointStore:
         self.fingerprint = fingerprint
 
     def save(self, server_round: int, arrays: ArrayRecord, history: list[dict[str, Any]]) -> Path:
+        weights = {k: v.numpy() for k, v in arrays.items()}
+        if (problem := non_finite_problem(weights, "weights")) is not None:
+            raise ValueError(f"round {server_round}: not checkpointed: {problem}")
         self.directory.mkdir(parents=True, exist_ok=True)
         weights_path = self.directory / f"round-{server_round:04d}.npz"
-        _atomic_savez(weights_path, {k: v.numpy() for k, v in arrays.items()})
+        _atomic_savez(weights_path, weights)
         state = {
             "server_round": server_round,
             "weights": weights_path.name,

@@ -11,6 +11,12 @@ sites' own mods guard, clip and mask their updates (client/mods.py); otherwise t
 server guards each update itself (``screen_updates``). With ``client-dp`` on, the
 strategy is wrapped in Flower's DP wrapper and each round's client-level ε, from
 Flower's RDP accountant, is recorded in the round's history entry.
+
+One site's reply can neither poison nor stop a run: every reply is screened before
+aggregation (server/reply_screening.py: its form, and the site its node may speak for),
+a refused one is recorded as that node's failure and the round goes on without it; an
+aggregate with non-finite values is never adopted nor checkpointed (the round is
+recorded as failed and the previous global model kept).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -33,8 +39,11 @@ from privacy.guards import check_update, model_update
 from privacy.settings import site_instructions
 from server.checkpoint import CheckpointStore, config_fingerprint
 from server.config import FederationConfig
-from server.failures import failed_replies, failure
+from server.failures import describe, failed_replies, failure
+from server.reply_screening import ReplyScreen, SecureStageScreen
+from server.reply_validation import aggregate_problem, evaluate_reply_form, train_reply_form
 from server.secure_aggregation import run_secure_training
+from server.site_identity import SiteIdentities
 from server.site_metrics import means_from_sums
 from server.strategies import ComposedStrategy, compose_strategy
 from tasks import get_task
@@ -97,6 +106,7 @@ def run_federation(
     privacy = composed.privacy
     checkpoints = CheckpointStore(run_dir, config_fingerprint(fingerprint_settings(config, composed)))
     arrays = initial if initial is not None else initial_arrays(config)
+    reference = arrays  # the task's model: names, shapes and dtypes that sites' weights must have
     history: list[dict[str, Any]] = []
     first_round = 1
     resumed_from = 0
@@ -112,10 +122,17 @@ def run_federation(
         composed.client_dp.restore(history)  # the accountant's state is the history
 
     strategy = composed.strategy
-    audited = get_task(config.task).audit_spec is not None  # a task that declares a fairness audit
-    sites_by_node: dict[int, str] = {}  # from replies: names a site that drops out later
+    task = get_task(config.task)
+    audited = task.audit_spec is not None  # a task that declares a fairness audit
+    identities = SiteIdentities()  # node id → site: names a site's records, and one that drops out later
+    adaptive_clipping = composed.client_dp is not None and composed.client_dp.settings.mode == "adaptive"
+    evaluate_screen = ReplyScreen(identities, evaluate_reply_form(task.metric_names), "evaluate")
     for server_round in range(first_round, config.num_server_rounds + 1):
         started = time.monotonic()
+        identities.learn_registrations(grid.get_nodes())
+        train_screen = ReplyScreen(
+            identities, train_reply_form(reference, arrays, adaptive_clipping=adaptive_clipping), "train"
+        )
         train_config = train_config_for(config, server_round)
         for key, value in site_instructions(privacy).items():
             train_config[key] = value
@@ -126,7 +143,7 @@ def run_federation(
         clipping_norm = composed.client_dp.clipping_norm if composed.client_dp else None
         if privacy.secure_aggregation.enabled:
             secure = run_secure_training(
-                grid,
+                cast(Grid, SecureStageScreen(grid, train_screen, server_round, model_shapes(arrays))),
                 server_round,
                 instructions,
                 arrays,
@@ -137,38 +154,41 @@ def run_federation(
             accepted, train_failures = secure.replies, secure.failures
         else:
             replies = list(grid.send_and_receive(instructions, timeout=config.round_timeout_s))
-            accepted, train_failures = screen_updates(
-                server_round, replies, arrays, privacy.max_update_norm, sent=instructions
-            )
+            screened, train_failures = train_screen.screen(server_round, replies, sent=instructions)
+            accepted, refused_updates = screen_updates(server_round, screened, arrays, privacy.max_update_norm)
+            train_failures += refused_updates
         aggregated, train_metrics = strategy.aggregate_train(server_round, weighted_for(composed, accepted))
         if aggregated is None:
             raise RuntimeError(
                 f"round {server_round}: no usable aggregate from {len(accepted)} of "
-                f"{len(instructions)} sampled sites{_why_no_aggregate(composed, accepted, train_failures)}"
+                f"{len(instructions)} sampled sites"
+                f"{_why_no_aggregate(composed, accepted, with_site_names(train_failures, identities.known()))}"
             )
-        arrays = aggregated
+        if (aggregation_failure := aggregate_problem(aggregated, arrays)) is None:
+            arrays = aggregated
+        else:  # the strategy's output, not a site's reply: keep the model of the round before
+            log.error("round %d failed: %s; the previous global model is kept", server_round, aggregation_failure)
         evaluate_instructions = list(
             strategy.configure_evaluate(server_round, arrays, evaluate_config_for(config, server_round), grid)
         )
         evaluate_replies = list(grid.send_and_receive(evaluate_instructions, timeout=config.round_timeout_s))
-        evaluate_metrics = strategy.aggregate_evaluate(server_round, weighted_for(composed, evaluate_replies))
-        sites_by_node |= nodes_to_sites([*accepted, *evaluate_replies])
-        entry = {
+        evaluated, evaluate_failures = evaluate_screen.screen(server_round, evaluate_replies, evaluate_instructions)
+        evaluate_metrics = strategy.aggregate_evaluate(server_round, weighted_for(composed, evaluated))
+        entry: dict[str, Any] = {
             "round": server_round,
             "seconds": round(time.monotonic() - started, 3),
             "train": {
                 "global": means_from_sums(dict(train_metrics or {})),
-                "sites": site_metrics(accepted),
+                "sites": site_metrics(accepted, identities),
             },
             "evaluate": {
                 "global": means_from_sums(dict(evaluate_metrics or {})),
-                "sites": site_metrics(evaluate_replies),
+                "sites": site_metrics(evaluated, identities),
             },
-            "failures": with_site_names(
-                train_failures + failed_replies(evaluate_replies, phase="evaluate", sent=evaluate_instructions),
-                sites_by_node,
-            ),
+            "failures": with_site_names(train_failures + evaluate_failures, identities.known()),
         }
+        if aggregation_failure is not None:
+            entry["aggregation_failure"] = f"{aggregation_failure}; the previous global model was kept"
         if privacy.secure_aggregation.enabled:
             entry["secure_aggregation"] = {"sites": len(accepted), "sampled": len(instructions)}
         if composed.client_dp is not None and clipping_norm is not None:
@@ -181,7 +201,7 @@ def run_federation(
                 client_dp["releases"],
             )
         if audited:
-            save_fairness_statistics(run_dir, server_round, config, evaluate_replies)
+            save_fairness_statistics(run_dir, server_round, config, evaluated, identities, evaluate_failures)
         history.append(entry)
         checkpoints.save(server_round, arrays, history)
         if on_round_end is not None:
@@ -195,17 +215,27 @@ def run_federation(
 
 
 def save_fairness_statistics(
-    run_dir: Path, server_round: int, config: FederationConfig, replies: list[Message]
+    run_dir: Path,
+    server_round: int,
+    config: FederationConfig,
+    replies: list[Message],
+    identities: SiteIdentities,
+    failures: list[dict[str, Any]],
 ) -> Path:
-    """Each site's suppressed subgroup statistics, as received, into RUN_DIR/fairness/."""
+    """Each site's suppressed subgroup statistics, as received, into RUN_DIR/fairness/.
+
+    ``replies``: the screened evaluate replies, filed under their node's site;
+    ``failures``: the round's evaluate failures, noted under the node's site where known.
+    """
     received, notes = {}, {}
+    for entry in failures:
+        notes[entry.get("site", f"node-{entry['node_id']}")] = f"evaluation failed: {entry['reason']}"
     for reply in replies:
-        if reply.has_error():
-            notes[f"node-{reply.metadata.src_node_id}"] = f"evaluation failed: {reply.error.reason}"
-        elif (document := EvaluateReply.fairness_document_of(reply.content)) is not None:
-            received[_site_of(reply)] = document
+        site = _site_of(reply, identities)
+        if (document := EvaluateReply.fairness_document_of(reply.content)) is not None:
+            received[site] = document
         else:
-            notes[_site_of(reply)] = "sent no fairness statistics"
+            notes[site] = "sent no fairness statistics"
     return save_round_statistics(
         run_dir, server_round, received, notes, task=config.task, run_config=config.to_run_config()
     )
@@ -236,7 +266,7 @@ def screen_updates(
         if reply.has_error():
             failures.extend(failed_replies([reply], phase="train", sent=sent))
             continue
-        site_id = _site_of(reply)
+        site_id = site_id_of(reply.content) or f"node-{reply.metadata.src_node_id}"  # screened: its node's site
         try:
             (trained,) = reply.content.array_records.values()
             verdict = check_update(model_update({k: v.numpy() for k, v in trained.items()}, received), max_update_norm)
@@ -336,36 +366,32 @@ def _why_no_aggregate(composed: ComposedStrategy, accepted: list[Message], failu
             f"client-level DP calibrates its noise to all {composed.privacy.client_dp.clients_per_round} "
             "sampled sites and releases nothing with fewer"
         )
-    reasons += [f"node {f['node_id']}{' at ' + f['stage'] if 'stage' in f else ''}: {f['reason']}" for f in failures]
+    reasons += describe(failures)
     return f" ({'; '.join(reasons)})" if reasons else " (no replies)"
 
 
-def nodes_to_sites(replies: Iterable[Message]) -> dict[int, str]:
-    """Which site each SuperNode serves, from the replies that name their site."""
-    return {
-        reply.metadata.src_node_id: site
-        for reply in replies
-        if not reply.has_error() and (site := site_id_of(reply.content)) is not None
-    }
-
-
 def with_site_names(failures: list[dict[str, Any]], sites_by_node: dict[int, str]) -> list[dict[str, Any]]:
-    """A node that died sends no name: take it from what the node said in earlier replies."""
+    """A node that died sends no name: take the site its node serves (server/site_identity.py)."""
     return [
         {**f, "site": sites_by_node[f["node_id"]]} if "site" not in f and f["node_id"] in sites_by_node else f
         for f in failures
     ]
 
 
-def _site_of(reply: Message) -> str:
-    return site_id_of(reply.content) or f"node-{reply.metadata.src_node_id}"
+def _site_of(reply: Message, identities: SiteIdentities) -> str:
+    """The site a screened reply's node serves (the server's record, not the reply's word)."""
+    return identities.site_of(reply.metadata.src_node_id) or f"node-{reply.metadata.src_node_id}"
 
 
-def site_metrics(replies: Iterable[Message]) -> dict[str, dict[str, float]]:
-    """Per-site metrics from the replies that carry them, keyed by the site's name."""
+def model_shapes(arrays: ArrayRecord) -> list[tuple[int, ...]]:
+    return [tuple(array.shape) for array in arrays.values()]
+
+
+def site_metrics(replies: Iterable[Message], identities: SiteIdentities) -> dict[str, dict[str, float]]:
+    """Per-site metrics from screened replies, keyed by the site their node serves."""
     per_site: dict[str, dict[str, float]] = {}
     for reply in replies:
         if reply.has_error():
             continue
-        per_site[_site_of(reply)] = means_from_sums(dict(reply.content.metric_records[Record.METRICS]))
+        per_site[_site_of(reply, identities)] = means_from_sums(dict(reply.content.metric_records[Record.METRICS]))
     return dict(sorted(per_site.items()))

@@ -27,7 +27,8 @@ from flwr.simulation import run_simulation
 
 import tasks
 from client.mods import SITE_MODS
-from cmrfl.protocol import record_float, record_int
+from cmrfl.protocol import TrainReply, record_float, record_int
+from privacy.budget import privacy_metrics
 from tasks.base import Task
 
 TOY_ARRAYS = 4  # a toy model is this many arrays of (about) equal size
@@ -118,18 +119,10 @@ def make_toy_client_app() -> ClientApp:
         if partition == record_int(config.get("toy-oversized-site", NO_SITE)):
             update = {name: u * 1000 for name, u in update.items()}
         trained = ArrayRecord({name: Array(received[name] + update[name]) for name in received})
-        return Message(
-            RecordDict(
-                {
-                    "arrays": trained,
-                    "metrics": MetricRecord(
-                        {"num-examples": toy_num_examples(partition), "train-loss": 1.0 / server_round}
-                    ),
-                    "site": ConfigRecord({"site-id": f"toy-{partition:02d}"}),
-                }
-            ),
-            reply_to=msg,
+        reply = TrainReply(
+            f"toy-{partition:02d}", toy_num_examples(partition), 1.0 / server_round, 0.0, 0.0, privacy_metrics(None)
         )
+        return Message(reply.to_record(trained), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
