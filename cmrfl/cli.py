@@ -60,12 +60,23 @@ def phantom(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes writing cases side by side (default: one per core).")
     ] = None,
+    whole_exam: Annotated[
+        bool | None,
+        typer.Option(
+            "--whole-exam/--lge-only",
+            help="Each patient's whole CMR exam (localizer, cines, LGE with PSIR and long-axis views,"
+            " MOLLI and T2-prep with the scanner's maps), or the LGE short-axis stack only"
+            " (tasks whose phantom takes it; default: whole exam).",
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic multi-vendor hospitals: DICOM series, masks and a manifest per site."""
     from rich.progress import Progress
 
     recipe = _demo_recipe(task)
-    options = {} if max_motion_mm is None else {"max_motion_mm": max_motion_mm}
+    options: dict[str, object] = {} if max_motion_mm is None else {"max_motion_mm": max_motion_mm}
+    if whole_exam is not None:
+        options["whole_exam"] = whole_exam
     with Progress(console=console) as progress:
         bar = progress.add_task("Generating", total=sites * cases_per_site)
         try:

@@ -17,9 +17,12 @@ def small_consortium(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+TASK_KINDS = ("lge-stack", "molli-t1")  # what tasks_by_series_kind() gives, without importing the tasks
+
+
 @pytest.fixture(scope="session")
 def ingested_sites(small_consortium: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Each hospital ingested into its own site folder (case store)."""
+    """Each hospital's whole exams ingested into its own site folder, keeping the kinds the tasks read."""
     from cmr.ingest import ingest_site
 
     root = tmp_path_factory.mktemp("sites")
@@ -31,6 +34,7 @@ def ingested_sites(small_consortium: Path, tmp_path_factory: pytest.TempPathFact
             site_dir,
             manifest=hospital / "manifest.csv",
             labels_dir=hospital / "labels",
+            kinds=TASK_KINDS,
         )
         site_dirs.append(site_dir)
     return site_dirs

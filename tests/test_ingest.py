@@ -382,8 +382,11 @@ def test_generated_hospitals_ingest_completely_with_masks(consortium):
     for site_dir in site_dirs:
         report = json.loads((site_dir / REPORT_FILE).read_text())
         assert report["rejections"] == []
-        assert report["cases_written"] + report["cases_unchanged"] == spec.cases_per_site
+        # Per patient: the LGE stack and native and post-contrast MOLLI, each with its mask.
+        assert report["cases_written"] + report["cases_unchanged"] == 3 * spec.cases_per_site
         assert report["cases_without_mask"] == 0
+        lge = CaseStore(site_dir).entries(kinds=["lge-stack"])
+        assert len(lge) == spec.cases_per_site and all(entry.has_mask for entry in lge)
 
 
 def test_generated_cases_match_the_ground_truth(consortium):
@@ -391,7 +394,7 @@ def test_generated_cases_match_the_ground_truth(consortium):
     for site_dir in site_dirs:
         salt = load_or_create_salt(site_dir)
         site = spec.site(site_dir.name)
-        entries = {e.case_id: e for e in CaseStore(site_dir).entries()}
+        entries = {e.case_id: e for e in CaseStore(site_dir).entries(kinds=["lge-stack"])}
         for truth in spec.cases_at(site_dir.name):
             entry = entries[case_id_for(salt, truth.patient_id, truth.study_instance_uid, truth.series_instance_uid)]
             ethnicity = truth.ethnicity_recorded or (truth.ethnicity if truth.ethnic_group_dicom else "unknown")
@@ -463,7 +466,7 @@ def test_hospitals_ingest_side_by_side_and_one_broken_hospital_fails_after_the_o
     with pytest.raises(FileNotFoundError, match=r"manifest not found: .*site-09"):
         ingest_hospitals([*hospitals, broken], tmp_path / "sites", workers=2, on_progress=record)
     for hospital in hospitals:
-        entries = CaseStore(tmp_path / "sites" / hospital.name).entries()
+        entries = CaseStore(tmp_path / "sites" / hospital.name).entries(kinds=["lge-stack"])
         assert len(entries) == 8 and all(entry.has_mask for entry in entries)
         done, total = progress[hospital.name]
         assert done == total > 0

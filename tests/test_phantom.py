@@ -49,7 +49,7 @@ def file_digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def consortium(tmp_path_factory):
     out = tmp_path_factory.mktemp("hospitals")
-    spec = generate_consortium(out, n_sites=4, cases_per_site=3, seed=11)
+    spec = generate_consortium(out, n_sites=4, cases_per_site=3, seed=11, whole_exam=False)  # the LGE stack alone
     return out, spec
 
 

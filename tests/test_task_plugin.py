@@ -215,7 +215,7 @@ def test_a_task_defined_in_a_test_file_runs_two_federated_rounds_with_audit_outp
         or "dice heart" in (run_dir / "model-card.md").read_text()
     )
     write_signed_model(run_dir, NAME, key, site_dir / "models" / NAME / "1")
-    series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*"))[0]
+    series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*_LGE_SAX"))[0]  # the exam's LGE stack
     out = tmp_path / "prediction"
     result = CliRunner().invoke(
         app, ["predict", "--site-dir", str(site_dir), "--model", NAME, str(series_dir), "--out", str(out)]

@@ -1,5 +1,8 @@
 """A consortium of synthetic hospitals: plan the sites, then generate and write every case.
 
+A case is one patient: the LGE short-axis stack (its mask and manifest row) and, with
+``whole_exam``, the rest of the patient's CMR exam (cmr.phantom.exam).
+
 Every random draw comes from its own stream keyed by (seed, site, case, purpose),
 and every UID is a name-based UUID of (seed, site, case, role), so the same
 arguments write the same bytes. Adding sites leaves the existing sites unchanged;
@@ -28,13 +31,17 @@ from cmr.phantom.acquisition import plan_acquisition
 from cmr.phantom.anatomy import sample_heart
 from cmr.phantom.demographics import Patient, assign_scar_types, sample_patient, site_demographics
 from cmr.phantom.dicom_writer import SeriesUids, encode_pixels, series_folder_name, write_lge_series
+from cmr.phantom.exam import ExamStreams, LgeCase, write_exam
+from cmr.phantom.exam_protocols import site_exam_protocol
+from cmr.phantom.exam_tissue import sample_exam_tissue
 from cmr.phantom.identity import derive_uid, institution, sample_identity
 from cmr.phantom.lge_signal import sample_relaxation, tissue_signal_table
 from cmr.phantom.mask_writer import write_mask
 from cmr.phantom.render import render_magnitude, render_mask, render_signal, render_tissue
 from cmr.phantom.scanners import sample_scanner, site_vendor_and_field
 from cmr.phantom.scar import sample_scar, sample_scar_pattern
-from cmr.phantom.spec import CaseTruth, ConsortiumSpec, SiteSpec, SubgroupDifficulty
+from cmr.phantom.spec import CaseTruth, ConsortiumSpec, ExamSeriesTruth, SiteSpec, SubgroupDifficulty
+from cmr.series_kinds import SeriesKind
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,10 @@ MANIFEST_COLUMNS = (
     "scar_type",
     "height_cm",
     "weight_kg",
+    "haematocrit",  # MOLLI rows (whole exams); blank for LGE rows
+    "contrast",  # MOLLI rows: native / post
 )
+_LGE_COLUMNS = MANIFEST_COLUMNS[:7]  # an LGE-only consortium writes the manifest it always did
 _SITE_FOLDER = re.compile(r"site-\d{2,}")
 
 
@@ -67,6 +77,14 @@ class _Stream(IntEnum):
     ACQUISITION = 16
     BIAS = 17
     NOISE = 18
+    # The rest of the exam (cmr.phantom.exam): each its own stream, so LGE draws never shift.
+    EXAM_PROTOCOL = 19  # per site
+    EXAM_TISSUE = 20
+    CINE = 21
+    CINE_NOISE = 22
+    LOCALIZER = 23
+    LGE_LONG_AXIS = 24
+    MAPPING = 25
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -123,6 +141,52 @@ def prepare_output(out_dir: Path) -> None:
             path.unlink()
 
 
+def _write_rest_of_exam(
+    out_dir: Path, lge: LgeCase, site_index: int, case_index: int, scar_type: str, seed: int
+) -> tuple[tuple[ExamSeriesTruth, ...], tuple[tuple[str, ...], ...]]:
+    """Every series of the patient's exam but the LGE stack; the truth of all and the MOLLI manifest rows."""
+    key = (seed, 2, site_index, case_index)
+    scanner, patient, identity = lge.site.scanner, lge.patient, lge.identity
+    exam = write_exam(
+        out_dir,
+        lge,
+        sample_exam_tissue(
+            _rng(*key, _Stream.EXAM_TISSUE),
+            lge.relaxation,
+            scanner.field_strength_t,
+            scanner.vendor,
+            patient.sex,
+            scar_type,
+        ),
+        site_exam_protocol(_rng(seed, 1, site_index, _Stream.EXAM_PROTOCOL), scanner, knobs.CINE_PHASES),
+        ExamStreams(
+            cine=_rng(*key, _Stream.CINE),
+            cine_noise=_rng(*key, _Stream.CINE_NOISE),
+            localizer=_rng(*key, _Stream.LOCALIZER),
+            lge_long_axis=_rng(*key, _Stream.LGE_LONG_AXIS),
+            mapping=_rng(*key, _Stream.MAPPING),
+            psir_bias=_rng(*key, _Stream.BIAS),  # fresh copies: the PSIR shares the magnitude's
+            psir_noise=_rng(*key, _Stream.NOISE),  # coil field and noise, and consumes nothing
+        ),
+        lambda *role: derive_uid(seed, site_index, case_index, *role),
+    )
+    rows = tuple(
+        (
+            identity.patient_id,
+            row.series_instance_uid,
+            f"{row.series_instance_uid}.nii.gz",
+            identity.ethnicity_recorded,
+            scar_type,
+            f"{patient.height_cm:.1f}",
+            f"{patient.weight_kg:.1f}",
+            row.haematocrit,
+            row.contrast,
+        )
+        for row in exam.mapping_rows
+    )
+    return exam.series, rows
+
+
 def _write_case(
     out_dir: Path,
     site: SiteSpec,
@@ -133,7 +197,12 @@ def _write_case(
     scar_type: str,
     seed: int,
     difficulty: SubgroupDifficulty | None,
-) -> CaseTruth:
+    whole_exam: bool = False,
+) -> tuple[CaseTruth, tuple[tuple[str, ...], ...]]:
+    """Write one patient's LGE series (and, with ``whole_exam``, the rest of the exam).
+
+    Returns the truth and the manifest rows of the exam's mapping series (none for LGE only).
+    """
     key = (seed, 2, site_index, case_index)
     scanner = site.scanner
     identity = sample_identity(
@@ -199,10 +268,24 @@ def _write_case(
     mask_path = site_dir / "labels" / f"{uids.series}.nii.gz"
     write_mask(mask_path, mask, acquisition.geometry)
 
+    lge_truth = ExamSeriesTruth(
+        kind=SeriesKind.LGE_STACK.value,
+        series_instance_uid=uids.series,
+        series_number=identity.series_number,
+        dicom_dir=series_dir.relative_to(out_dir).as_posix(),
+        n_images=acquisition.n_slices,
+        series_description=scanner.series_description,
+    )
+    exam_series: tuple[ExamSeriesTruth, ...] = (lge_truth,)
+    mapping_rows: tuple[tuple[str, ...], ...] = ()
+    if whole_exam:
+        lge = LgeCase(site, patient, identity, heart, scar, relaxation, acquisition, signal, table, uids, series_dir)
+        exam_series, mapping_rows = _write_rest_of_exam(out_dir, lge, site_index, case_index, scar_type, seed)
+
     n_scar = int((mask == TissueLabel.SCAR).sum())
     n_myocardium = int((mask == TissueLabel.MYOCARDIUM).sum()) + n_scar
     voxel_ml = acquisition.pixel_spacing_mm**2 * scanner.spacing_between_slices_mm / 1000.0
-    return CaseTruth(
+    truth = CaseTruth(
         site_id=site.site_id,
         case_index=case_index,
         patient_id=identity.patient_id,
@@ -235,14 +318,19 @@ def _write_case(
         myocardium_null_ti_ms=round(relaxation.myocardium_null_ti_ms, 1),
         snr_blood=round(acquisition.snr_blood, 2),
         harder_group=harder,
+        exam_series=exam_series,
     )
+    return truth, mapping_rows
 
 
-def _manifest_text(cases: list[CaseTruth]) -> str:
+def _manifest_text(cases: list[tuple[CaseTruth, tuple[tuple[str, ...], ...]]]) -> str:
+    """One row per LGE series, then its exam's mapping series; LGE-only: the 7 columns it always had."""
+    columns = MANIFEST_COLUMNS if any(rows for _, rows in cases) else _LGE_COLUMNS
+    blank = ("",) * (len(columns) - len(_LGE_COLUMNS))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for case in cases:
+    writer.writerow(columns)
+    for case, mapping_rows in cases:
         writer.writerow(
             (
                 case.patient_id,
@@ -252,12 +340,16 @@ def _manifest_text(cases: list[CaseTruth]) -> str:
                 case.scar_type,
                 f"{case.height_cm:.1f}",
                 f"{case.weight_kg:.1f}",
+                *blank,
             )
         )
+        writer.writerows(mapping_rows)
     return buffer.getvalue()
 
 
-def _write_cases(jobs: list[tuple], workers: int, on_case_written: Callable[[], None] | None) -> list[CaseTruth]:
+def _write_cases(
+    jobs: list[tuple], workers: int, on_case_written: Callable[[], None] | None
+) -> list[tuple[CaseTruth, tuple[tuple[str, ...], ...]]]:
     """``_write_case(*job)`` for every job, in order; in ``workers`` processes when more than one.
 
     Each case draws only from its own keyed streams, so the order in which the
@@ -289,13 +381,17 @@ def generate_consortium(
     *,
     subgroup_difficulty: SubgroupDifficulty | None = None,
     workers: int = 1,
+    whole_exam: bool = True,
 ) -> ConsortiumSpec:
-    """Write ``n_sites`` synthetic hospitals of ``cases_per_site`` LGE cases each into ``out_dir``.
+    """Write ``n_sites`` synthetic hospitals of ``cases_per_site`` patients each into ``out_dir``.
 
     Layout: ``consortium.json`` (ground truth) and per site ``site-NN/dicom/<PatientID>/
-    <StudyDate>_<SeriesNumber>_LGE_SAX/IM_0001.dcm…``, ``site-NN/labels/<SeriesInstanceUID>.nii.gz``
-    and ``site-NN/manifest.csv``. The same arguments always give the same bytes, with
-    any number of ``workers`` (processes writing cases side by side).
+    <StudyDate>_<SeriesNumber>_<NAME>/IM_0001.dcm…``, ``site-NN/labels/<SeriesInstanceUID>.nii.gz``
+    and ``site-NN/manifest.csv``. ``whole_exam`` writes each patient's whole CMR exam
+    (cmr.phantom.exam: localizer, cines, LGE with its PSIR and long-axis views, MOLLI and
+    T2-prep with the scanner's maps); without it only the LGE short-axis stack (``NAME``
+    LGE_SAX), byte for byte the same either way. The same arguments always give the same
+    bytes, with any number of ``workers`` (processes writing cases side by side).
     ``subgroup_difficulty`` injects a gap for fairness benchmarks (off by default).
     """
     if n_sites < 1 or cases_per_site < 1:
@@ -314,7 +410,18 @@ def generate_consortium(
             _rng(seed, 1, site_index, _Stream.SCAR_ASSIGNMENT), patients, mix.scar_type_fractions
         )
         jobs.extend(
-            (out_dir, site, site_index, case_index, cases_per_site, patient, scar_type, seed, subgroup_difficulty)
+            (
+                out_dir,
+                site,
+                site_index,
+                case_index,
+                cases_per_site,
+                patient,
+                scar_type,
+                seed,
+                subgroup_difficulty,
+                whole_exam,
+            )
             for case_index, (patient, scar_type) in enumerate(zip(patients, scar_types))
         )
     written = _write_cases(jobs, workers, on_case_written)
@@ -322,15 +429,16 @@ def generate_consortium(
     for site_index, site in enumerate(sites):
         site_cases = written[site_index * cases_per_site : (site_index + 1) * cases_per_site]
         (out_dir / site.site_id / "manifest.csv").write_text(_manifest_text(site_cases))
+        site_truths = [case for case, _ in site_cases]
         log.info(
             "%s: %d cases, %s %s %.1f T",
             site.site_id,
-            len(site_cases),
+            len(site_truths),
             site.scanner.manufacturer,
             site.scanner.model,
             site.scanner.field_strength_t,
         )
-        all_cases.extend(site_cases)
+        all_cases.extend(site_truths)
     spec = ConsortiumSpec(
         seed=seed,
         n_sites=n_sites,
@@ -339,8 +447,11 @@ def generate_consortium(
         cases=tuple(all_cases),
         subgroup_difficulty=subgroup_difficulty,
         notes={
-            "layout": "site-NN/dicom/<PatientID>/<StudyDate>_<SeriesNumber>_LGE_SAX/IM_NNNN.dcm;"
-            " site-NN/labels/<SeriesInstanceUID>.nii.gz; site-NN/manifest.csv",
+            "layout": "site-NN/dicom/<PatientID>/<StudyDate>_<SeriesNumber>_<NAME>/IM_NNNN.dcm"
+            " (NAME LGE_SAX, and with whole exams LOCALIZER, CINE_SAX, CINE_2CH/3CH/4CH, LGE_SAX_PSIR,"
+            " LGE_2CH/4CH, MOLLI_NATIVE/POST, T1MAP_NATIVE/POST, T2PREP, T2MAP);"
+            " site-NN/labels/<SeriesInstanceUID>.nii.gz (MOLLI series also <SeriesInstanceUID>_t1.nii.gz);"
+            " site-NN/manifest.csv",
             "labels": "0 background, 1 LV blood pool (incl. papillary muscles), 2 healthy myocardium,"
             " 3 scar, 4 RV blood pool",
             "knobs": "cmr/phantom/knobs.py, documented in docs/phantom.md",

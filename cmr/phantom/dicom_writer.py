@@ -23,6 +23,8 @@ from cmr.phantom.spec import ScannerProfile, SiteSpec
 
 IMPLEMENTATION_VERSION_NAME = "CMRFL_PHANTOM_1"
 _LARMOR_MHZ_PER_T = 42.577478
+LGE_START_S = 25 * 60  # LGE ~25 min into the study
+LGE_SLICE_S = 14  # one breath-hold per slice
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,14 @@ def encode_pixels(
     return stored.astype(np.uint16), slope, intercept
 
 
-def _series_dataset(
+def base_dataset(
     site: SiteSpec,
     patient: Patient,
     identity: HospitalIdentity,
-    acquisition: Acquisition,
-    uids: SeriesUids,
-    window: tuple[float, float],
-    rescale: tuple[float, float],
+    study_uid: str,
+    frame_of_reference_uid: str,
 ) -> Dataset:
+    """What every series of the patient's study shares: patient, study, scanner, frame of reference."""
     scanner = site.scanner
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -75,11 +76,9 @@ def _series_dataset(
     ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = list(scanner.image_type)
     ds.SOPClassUID = MRImageStorage
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = identity.study_date
     ds.StudyTime = identity.study_time
-    ds.SeriesTime = identity.study_time
     ds.AccessionNumber = identity.accession_number
     ds.Modality = "MR"
     ds.Manufacturer = scanner.manufacturer
@@ -88,7 +87,6 @@ def _series_dataset(
     ds.ReferringPhysicianName = identity.referring_physician
     ds.StationName = scanner.station_name
     ds.StudyDescription = "MRI HEART WITH CONTRAST"
-    ds.SeriesDescription = scanner.series_description
     ds.OperatorsName = identity.operator
     ds.ManufacturerModelName = scanner.model
 
@@ -103,44 +101,63 @@ def _series_dataset(
         ds.EthnicGroup = identity.ethnic_group_dicom
 
     ds.BodyPartExamined = "HEART"
+    ds.MRAcquisitionType = "2D"
+    ds.ImagingFrequency = decimal_string(_LARMOR_MHZ_PER_T * scanner.field_strength_t, 5)
+    ds.ImagedNucleus = "1H"
+    ds.MagneticFieldStrength = decimal_string(scanner.field_strength_t, 1)
+    ds.DeviceSerialNumber = scanner.device_serial_number
+    ds.SoftwareVersions = scanner.software_version
+    ds.PatientPosition = "HFS"
+
+    ds.StudyInstanceUID = study_uid
+    ds.StudyID = identity.study_id
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def lge_series_dataset(
+    site: SiteSpec,
+    patient: Patient,
+    identity: HospitalIdentity,
+    acquisition: Acquisition,
+    uids: SeriesUids,
+    window: tuple[float, float],
+    rescale: tuple[float, float],
+) -> Dataset:
+    scanner = site.scanner
+    ds = base_dataset(site, patient, identity, uids.study, uids.frame_of_reference)
+    ds.ImageType = list(scanner.image_type)
+    ds.SeriesTime = identity.study_time
+    ds.SeriesDescription = scanner.series_description
     ds.ScanningSequence = scanner.scanning_sequence.split("\\")
     ds.SequenceVariant = scanner.sequence_variant.split("\\")
     ds.ScanOptions = ["IR", "CG"]
-    ds.MRAcquisitionType = "2D"
     ds.SequenceName = scanner.sequence_name
     ds.SliceThickness = decimal_string(acquisition.slice_thickness_mm, 3)
     ds.RepetitionTime = decimal_string(scanner.repetition_time_ms, 3)
     ds.EchoTime = decimal_string(scanner.echo_time_ms, 3)
     ds.InversionTime = decimal_string(acquisition.inversion_time_ms, 1)
     ds.NumberOfAverages = "1"
-    ds.ImagingFrequency = decimal_string(_LARMOR_MHZ_PER_T * scanner.field_strength_t, 5)
-    ds.ImagedNucleus = "1H"
-    ds.MagneticFieldStrength = decimal_string(scanner.field_strength_t, 1)
     ds.SpacingBetweenSlices = decimal_string(scanner.spacing_between_slices_mm, 3)
     ds.FlipAngle = decimal_string(scanner.flip_angle_deg, 1)
-    ds.DeviceSerialNumber = scanner.device_serial_number
-    ds.SoftwareVersions = scanner.software_version
     ds.ProtocolName = scanner.series_description
-    ds.PatientPosition = "HFS"
 
-    ds.StudyInstanceUID = uids.study
     ds.SeriesInstanceUID = uids.series
-    ds.StudyID = identity.study_id
     ds.SeriesNumber = identity.series_number
     ds.AcquisitionNumber = 1
     ds.ImageOrientationPatient = [decimal_string(v, 6) for v in acquisition.geometry.image_orientation]
-    ds.FrameOfReferenceUID = uids.frame_of_reference
-    ds.PositionReferenceIndicator = ""
 
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = acquisition.rows
     ds.Columns = acquisition.columns
     ds.PixelSpacing = [decimal_string(acquisition.pixel_spacing_mm, 4), decimal_string(acquisition.pixel_spacing_mm, 4)]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
     ds.WindowCenter = decimal_string(window[0], 1)
     ds.WindowWidth = decimal_string(window[1], 1)
     if scanner.rescale_slope is not None:
@@ -166,10 +183,10 @@ def write_lge_series(
     scanner_values = stored.astype(np.float32) * rescale[0] + rescale[1]
     upper = float(np.percentile(scanner_values, 99.5))
     window = (upper / 2.0, max(upper, 1.0))
-    ds = _series_dataset(site, patient, identity, acquisition, uids, window, rescale)
+    ds = lge_series_dataset(site, patient, identity, acquisition, uids, window, rescale)
     series_dir.mkdir(parents=True, exist_ok=True)
     hours, minutes, seconds = int(identity.study_time[:2]), int(identity.study_time[2:4]), int(identity.study_time[4:6])
-    start_seconds = hours * 3600 + minutes * 60 + seconds + 25 * 60  # LGE ~25 min into the study
+    start_seconds = hours * 3600 + minutes * 60 + seconds + LGE_START_S
     paths = []
     for k in range(acquisition.n_slices):
         ds.file_meta.MediaStorageSOPInstanceUID = UID(uids.instances[k])
@@ -177,7 +194,7 @@ def write_lge_series(
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [decimal_string(v, 4) for v in acquisition.slice_positions[k]]
         ds.SliceLocation = decimal_string(acquisition.slice_locations[k], 4)
-        t = (start_seconds + 14 * k) % 86400  # one breath-hold per slice
+        t = (start_seconds + LGE_SLICE_S * k) % 86400
         ds.AcquisitionTime = ds.ContentTime = f"{t // 3600:02d}{t % 3600 // 60:02d}{t % 60:02d}"
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         path = series_dir / f"IM_{k + 1:04d}.dcm"

@@ -224,6 +224,8 @@ N_SLICES = (8, 12)  # clip of the slice count
 BASE_PLANE_MARGIN_MM = (2.0, 8.0)  # first slice centre below the base plane
 APEX_MARGIN_MM = 2.0  # last slice centre at least this far inside the epicardial apex
 
+CINE_PHASES = 25  # cardiac phases of every cine series (whole exams, cmr.phantom.exam)
+
 # --------------------------------------------------------------------------------------
 # Hospital records
 # --------------------------------------------------------------------------------------

@@ -122,6 +122,17 @@ def _base_dataset(case: MappingCase, kind: str) -> Dataset:
     return ds
 
 
+def frame_timing(t2prep: bool, time_ms: float) -> dict[str, str]:
+    """The per-frame timing elements of a mapping source image (see the module docstring)."""
+    if t2prep:
+        return {"EchoTime": decimal_string(time_ms, 2), "ImageComments": f"T2prep {decimal_string(time_ms, 2)} ms"}
+    return {
+        "InversionTime": decimal_string(time_ms, 2),
+        "EchoTime": decimal_string(1.2, 2),
+        "ImageComments": f"TI {decimal_string(time_ms, 2)}",
+    }
+
+
 def write_mapping_mask(case: MappingCase, path: Path) -> None:
     """The slice's reference mask (cmr.labels values) as NIfTI on the series' grid."""
     write_mask(Path(path), TISSUE_TO_LABEL[case.tissue][None], case.geometry)
@@ -144,15 +155,8 @@ def write_mapping_series(case: MappingCase, out_dir: Path, kind: str) -> list[Pa
         ds.SOPInstanceUID = uid
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = k + 1
-        if kind == "t2prep":
-            ds.EchoTime = decimal_string(time_ms, 2)
-            ds.ImageComments = f"T2prep {decimal_string(time_ms, 2)} ms"
-            if "InversionTime" in ds:
-                del ds.InversionTime
-        else:
-            ds.InversionTime = decimal_string(time_ms, 2)
-            ds.EchoTime = decimal_string(1.2, 2)
-            ds.ImageComments = f"TI {decimal_string(time_ms, 2)}"
+        for keyword, value in frame_timing(kind == "t2prep", time_ms).items():
+            setattr(ds, keyword, value)
         ds.PixelData = np.ascontiguousarray(image).tobytes()
         path = out_dir / f"IM_{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)

@@ -72,3 +72,23 @@ def render_magnitude(
     biased = blurred * bias_field(rng_bias, blurred.shape, bias_log_amplitude, acquisition.heart_centre_px())
     sigma = abs(float(signal_table[Tissue.LV_BLOOD])) / acquisition.snr_blood
     return rician_magnitude(rng_noise, biased, sigma)
+
+
+def render_phase_sensitive(
+    rng_bias: np.random.Generator,
+    rng_noise: np.random.Generator,
+    signal: np.ndarray,
+    acquisition: Acquisition,
+    signal_table: np.ndarray,
+    psf_sigma_px: float,
+    bias_log_amplitude: float,
+) -> np.ndarray:
+    """The signed (PSIR) partner of ``render_magnitude``: the real part of the same complex image.
+
+    Given generators in the states ``render_magnitude`` was given, it draws the same bias
+    field and the same real-channel noise, so the two images agree as a scanner's do.
+    """
+    blurred = point_spread(signal, psf_sigma_px)
+    biased = blurred * bias_field(rng_bias, blurred.shape, bias_log_amplitude, acquisition.heart_centre_px())
+    sigma = abs(float(signal_table[Tissue.LV_BLOOD])) / acquisition.snr_blood
+    return biased + rng_noise.normal(0.0, sigma, size=biased.shape).astype(np.float32)

@@ -111,8 +111,21 @@ class SiteSpec:
 
 
 @dataclass(frozen=True)
+class ExamSeriesTruth:
+    """One series of a patient's examination, as written."""
+
+    kind: str  # a cmr.series_kinds.SeriesKind value
+    series_instance_uid: str
+    series_number: int
+    dicom_dir: str  # relative to the consortium folder
+    n_images: int  # files in dicom_dir
+    series_description: str
+    contrast: str = ""  # MOLLI and T1 maps: "native" or "post"
+
+
+@dataclass(frozen=True)
 class CaseTruth:
-    """Everything known about one generated case (one patient, one LGE series)."""
+    """Everything known about one generated case (one patient, its LGE series and the rest of its exam)."""
 
     site_id: str
     case_index: int
@@ -146,6 +159,14 @@ class CaseTruth:
     myocardium_null_ti_ms: float
     snr_blood: float
     harder_group: bool  # the subgroup_difficulty applied to this case
+    # Every series written for the patient, the LGE stack included, in acquisition order
+    # (empty in consortium.json files written before whole exams).
+    exam_series: tuple[ExamSeriesTruth, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseTruth:
+        exam = tuple(ExamSeriesTruth(**series) for series in data.get("exam_series", ()))
+        return cls(**{**data, "exam_series": exam})
 
 
 @dataclass(frozen=True)
@@ -192,7 +213,7 @@ class ConsortiumSpec:
             n_sites=data["n_sites"],
             cases_per_site=data["cases_per_site"],
             sites=sites,
-            cases=tuple(CaseTruth(**c) for c in data["cases"]),
+            cases=tuple(CaseTruth.from_dict(c) for c in data["cases"]),
             subgroup_difficulty=SubgroupDifficulty(**difficulty) if difficulty else None,
             generator_version=data.get("generator_version", GENERATOR_VERSION),
             notes=data.get("notes", {}),
