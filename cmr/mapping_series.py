@@ -89,7 +89,8 @@ def is_t2prep_header(dataset: pydicom.Dataset) -> bool:
     return bool(_T2PREP_NAME.search(names))
 
 
-def _number(value: object) -> float | None:
+def finite_number(value: object) -> float | None:
+    """A header value as a finite float; None when it is missing, not a number, or not finite."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -101,17 +102,17 @@ def _frame_time(dataset: pydicom.Dataset, kind: str, where: str) -> float:
     if kind == "t1":
         if "InversionTime" not in dataset or dataset.InversionTime in (None, ""):
             raise MappingSeriesError(f"{where}: no InversionTime (0018,0082); a MOLLI frame needs its inversion time")
-        value = _number(dataset.InversionTime)
+        value = finite_number(dataset.InversionTime)
         if value is None or value <= 0:
             raise MappingSeriesError(f"{where}: InversionTime {dataset.InversionTime!r} is not a positive number")
         return value
     comment = str(dataset.get("ImageComments", "") or "")
     match = _T2PREP_COMMENT.search(comment)
     if match:
-        value = _number(match.group(1))
+        value = finite_number(match.group(1))
         source = f"ImageComments {comment!r}"
     elif "EchoTime" in dataset and dataset.EchoTime not in (None, ""):
-        value = _number(dataset.EchoTime)
+        value = finite_number(dataset.EchoTime)
         source = f"EchoTime {dataset.EchoTime!r}"
     else:
         raise MappingSeriesError(
@@ -191,7 +192,7 @@ def check_mapping_frames(
     records.sort(key=lambda record: record[2])
     (_rows, _columns), orientation, position, spacing = reference
     first = records[0][1]
-    thickness = _number(first.get("SliceThickness")) or 1.0
+    thickness = finite_number(first.get("SliceThickness")) or 1.0
     normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
     geometry = StackGeometry(
         image_orientation=orientation,
@@ -205,11 +206,11 @@ def check_mapping_frames(
         geometry=geometry,
         files=tuple(record[0] for record in records),
         rescale=tuple(
-            (_number(d.get("RescaleSlope", 1.0)) or 1.0, _number(d.get("RescaleIntercept", 0.0)) or 0.0)
+            (finite_number(d.get("RescaleSlope", 1.0)) or 1.0, finite_number(d.get("RescaleIntercept", 0.0)) or 0.0)
             for _, d, _, _ in records
         ),
         series_instance_uid=series_uids.pop(),
-        heart_rate_bpm=_number(first.get("HeartRate")),
+        heart_rate_bpm=finite_number(first.get("HeartRate")),
     )
 
 

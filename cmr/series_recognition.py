@@ -38,7 +38,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cmr.dicom_files import SeriesFiles
-from cmr.mapping_series import is_t2prep_header
+from cmr.mapping_series import finite_number, is_t2prep_header
 from cmr.series_kinds import SeriesKind
 
 # Body parts a cardiac series may carry; any other value marks a series of another body part.
@@ -123,14 +123,6 @@ def _text(header: Dataset, keyword: str) -> str:
         return str(value)
 
 
-def _number(value: object) -> float | None:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
 def _features(series: SeriesFiles) -> _Features:
     header = series.files[0].header
     image_type = tuple(v.strip().upper() for v in _text(header, "ImageType").split("\\") if v.strip())
@@ -149,9 +141,9 @@ def _features(series: SeriesFiles) -> _Features:
         if np.linalg.norm(cross) > 0:
             normal = cross / np.linalg.norm(cross)
     headers = [file.header for file in series.files]
-    trigger = {_number(h.get("TriggerTime")) for h in headers} - {None}
-    inversion = [_number(h.get("InversionTime")) for h in headers]
-    cardiac_images = _number(header.get("CardiacNumberOfImages")) or 0
+    trigger = {finite_number(h.get("TriggerTime")) for h in headers} - {None}
+    inversion = [finite_number(h.get("InversionTime")) for h in headers]
+    cardiac_images = finite_number(header.get("CardiacNumberOfImages")) or 0
     scanning = _text(header, "ScanningSequence").upper().split("\\")
     return _Features(
         files=series,

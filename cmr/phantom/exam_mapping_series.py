@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from cmr.parametric_map import write_parametric_map
 from cmr.phantom import knobs
@@ -49,19 +50,24 @@ def _write_mapping_series(
     """Source images as cmr.phantom.mapping_dicom writes them, then the scanner's map as its own series."""
     t2prep = role == "t2prep"
     stored = np.clip(np.rint(series.frames * STORED_GAIN), 0, knobs.MAX_STORED_VALUE).astype(np.uint16)
-    ds = w.header(
-        role,
-        image.rows,
-        image.columns,
-        image.pixel_mm,
-        SLICE_THICKNESS_MM,
-        repetition_time_ms=protocol.bssfp_tr_ms,
-        echo_time_ms=None,
-        flip_angle_deg=70.0 if t2prep else 35.0,
-        heart_rate_bpm=heart_rate_bpm,
-    )
-    for keyword, value in plane_tags(image).items():
-        setattr(ds, keyword, value)
+
+    def header(of_role: str) -> Dataset:  # the source images and their map share the plane and readout
+        ds = w.header(
+            of_role,
+            image.rows,
+            image.columns,
+            image.pixel_mm,
+            SLICE_THICKNESS_MM,
+            repetition_time_ms=protocol.bssfp_tr_ms,
+            echo_time_ms=None,
+            flip_angle_deg=70.0 if t2prep else 35.0,
+            heart_rate_bpm=heart_rate_bpm,
+        )
+        for keyword, value in plane_tags(image).items():
+            setattr(ds, keyword, value)
+        return ds
+
+    ds = header(role)
     set_window(ds, stored)
     if t2prep:
         seconds = START_S[role] + np.arange(series.times_ms.size) * 4 * 60.0 / heart_rate_bpm
@@ -88,19 +94,7 @@ def _write_mapping_series(
 
     map_role = "t2map" if t2prep else role.replace("molli", "t1map")
     values = np.clip(np.rint(series.scanner_map_ms), 0, knobs.MAX_STORED_VALUE).astype(np.uint16)
-    ds_map = w.header(
-        map_role,
-        image.rows,
-        image.columns,
-        image.pixel_mm,
-        SLICE_THICKNESS_MM,
-        repetition_time_ms=protocol.bssfp_tr_ms,
-        echo_time_ms=None,
-        flip_angle_deg=70.0 if t2prep else 35.0,
-        heart_rate_bpm=heart_rate_bpm,
-    )
-    for keyword, value in plane_tags(image).items():
-        setattr(ds_map, keyword, value)
+    ds_map = header(map_role)
     ds_map.AcquisitionTime = ds_map.ContentTime = w.time(START_S[map_role])
     ds_map.WindowCenter, ds_map.WindowWidth = ("1000", "1600") if not t2prep else ("50", "80")
     set_rescale(ds_map, 1.0, 0.0)
