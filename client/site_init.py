@@ -9,6 +9,8 @@ What ``cmrfl site init`` leaves in SITE_DIR:
                                certificate it signed
     trust/model-signing.pub    the consortium's Ed25519 model-signing key, pinned: released
                                models are verified against it
+    trust/admin.pub            the consortium admin's Ed25519 key, pinned: the SuperNode
+                               runs only apps it signed (client/trusted_supernode.py)
 
 Flower 1.42's SuperNode authentication takes an elliptic-curve key on a NIST curve
 in OpenSSH format (``flower-supernode --auth-supernode-private-key``, ``flwr supernode
@@ -36,6 +38,7 @@ SUPERNODE_KEY = "keys/supernode.key"
 SUPERNODE_PUB = "keys/supernode.pub"
 PINNED_CA = "trust/ca.pem"
 PINNED_MODEL_SIGNING_KEY = "trust/model-signing.pub"
+PINNED_ADMIN_KEY = "trust/admin.pub"
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
 
@@ -67,6 +70,10 @@ class SiteFederation:
     @property
     def model_signing_key(self) -> Path:
         return self.site_dir / PINNED_MODEL_SIGNING_KEY
+
+    @property
+    def admin_public_key(self) -> Path:
+        return self.site_dir / PINNED_ADMIN_KEY
 
 
 def check_superlink_address(address: str) -> str:
@@ -159,15 +166,15 @@ def _check_ca(ca_cert: Path) -> None:
         raise SiteInitError(f"--ca {ca_cert}: not a CA certificate (basicConstraints CA:TRUE missing)")
 
 
-def _check_model_signing_key(path: Path) -> None:
+def _check_ed25519_public_key(path: Path, option: str) -> None:
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except FileNotFoundError:
-        raise SiteInitError(f"--model-signing-key {path}: no such file") from None
+        raise SiteInitError(f"{option} {path}: no such file") from None
     except ValueError as problem:
-        raise SiteInitError(f"--model-signing-key {path}: not a PEM public key ({problem})") from None
+        raise SiteInitError(f"{option} {path}: not a PEM public key ({problem})") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise SiteInitError(f"--model-signing-key {path}: expected an Ed25519 public key, got {type(key).__name__}")
+        raise SiteInitError(f"{option} {path}: expected an Ed25519 public key, got {type(key).__name__}")
 
 
 def init_site(
@@ -176,6 +183,7 @@ def init_site(
     superlink: str,
     ca_cert: Path,
     model_signing_key: Path | None = None,
+    admin_public_key: Path | None = None,
 ) -> SiteFederation:
     """Create site.toml, the SuperNode key pair and the pinned trust files.
 
@@ -187,7 +195,9 @@ def init_site(
     check_superlink_address(superlink)
     _check_ca(ca_cert)
     if model_signing_key is not None:
-        _check_model_signing_key(model_signing_key)
+        _check_ed25519_public_key(model_signing_key, "--model-signing-key")
+    if admin_public_key is not None:
+        _check_ed25519_public_key(admin_public_key, "--admin-public-key")
     config_path = site_dir / SITE_CONFIG_FILE
     site_toml = (
         _updated_site_toml(config_path, name, superlink) if config_path.is_file() else _site_toml(name, superlink)
@@ -213,5 +223,7 @@ def init_site(
     shutil.copyfile(ca_cert, federation.ca_cert)
     if model_signing_key is not None:
         shutil.copyfile(model_signing_key, federation.model_signing_key)
+    if admin_public_key is not None:
+        shutil.copyfile(admin_public_key, federation.admin_public_key)
     config_path.write_text(site_toml)
     return federation

@@ -42,7 +42,7 @@ server_app = typer.Typer(help="The consortium's SuperLink.", no_args_is_help=Tru
 
 @pki_app.command("init")
 def pki_init(
-    out: Annotated[Path, typer.Option(help="Folder for the consortium's CA, SuperLink certificate and signing keys.")],
+    out: Annotated[Path, typer.Option(help="Folder for the consortium's CA, SuperLink certificate and keys.")],
     superlink_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -51,52 +51,43 @@ def pki_init(
         ),
     ] = None,
 ) -> None:
-    """Create the consortium CA, the SuperLink's TLS certificate and the model-signing key pair."""
-    from server.pki import (
-        CA_CERT,
-        CA_KEY,
-        MODEL_SIGNING_KEY,
-        MODEL_SIGNING_PUB,
-        SUPERLINK_CERT,
-        SUPERLINK_KEY,
-        PkiError,
-        init_pki,
-    )
+    """Create the consortium CA, the SuperLink's TLS certificate, the model-signing and admin key pairs."""
+    from server.pki import PkiError, init_pki
 
     try:
         files = init_pki(out, superlink_host or [])
     except PkiError as problem:
         fail(str(problem))
+    names = ", ".join(["localhost", "127.0.0.1", "::1", *(superlink_host or [])])
     console.print(f"Wrote the consortium PKI to [bold]{files.directory}[/]:")
-    for name, what in (
-        (CA_CERT, "consortium CA certificate: give to every site (cmrfl site init --ca)"),
-        (CA_KEY, "CA private key (0600): keep offline; signs SuperLink certificates"),
-        (
-            SUPERLINK_CERT,
-            "SuperLink TLS certificate, names: "
-            + ", ".join(["localhost", "127.0.0.1", "::1", *(superlink_host or [])]),
-        ),
-        (SUPERLINK_KEY, "SuperLink TLS private key (0600): stays on the SuperLink host"),
-        (MODEL_SIGNING_KEY, "model-signing private key (0600): signs released models"),
-        (MODEL_SIGNING_PUB, "model-signing public key: give to every site (cmrfl site init --model-signing-key)"),
+    for folder, what in (
+        (files.secret_dir, "signing keys (0600): keep offline / on the admin's machine; never on the SuperLink"),
+        (files.superlink_dir, f"all the SuperLink gets (cmrfl server start --pki); its certificate names: {names}"),
+        (files.public_dir, "what every site gets (cmrfl site init --ca, --model-signing-key, --admin-public-key)"),
     ):
-        console.print(f"  {files.path(name)}  {what}")
+        console.print(f"  {folder}/  {what}")
+        for path in sorted(folder.iterdir()):
+            console.print(f"    {path.name}")
     console.print(
-        f"Distribute to sites: {files.path(CA_CERT)} and {files.path(MODEL_SIGNING_PUB)}. Never send a .key file."
+        f"The admin key {files.admin_key} administers the federation (register-site, train, server login) "
+        "and signs the app every SuperNode runs. Never send a .key file."
     )
 
 
 @server_app.command("start", context_settings=_PASS_THROUGH)
 def server_start(
     ctx: typer.Context,
-    pki: Annotated[Path, typer.Option(help="The folder 'cmrfl pki init' wrote.")],
+    pki: Annotated[
+        Path, typer.Option(help="The superlink/ folder 'cmrfl pki init' wrote (certificate, key, ca.pem, admin.pub).")
+    ],
     state_dir: Annotated[Path, typer.Option(help="Folder for the SuperLink's database (runs, registered SuperNodes).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="HTTPS port for SuperNodes, flwr and the ServerApp.")
     ] = 9092,
 ) -> None:
-    """Run Flower's SuperLink with TLS and SuperNode authentication (extra options go to flower-superlink)."""
+    """Run Flower's SuperLink: TLS, SuperNode authentication, Control API for the consortium admin only
+    (extra options go to flower-superlink)."""
     from server.pki import PkiError
     from server.superlink import SuperLinkSettings
 
@@ -106,31 +97,59 @@ def server_start(
     except PkiError as problem:
         fail(str(problem))
     state_dir.mkdir(parents=True, exist_ok=True)
-    console.print("Starting the SuperLink (TLS, SuperNode authentication on):")
+    console.print("Starting the SuperLink (TLS, SuperNode authentication, admin-only Control API):")
     for line in settings.listening():
         console.print(f"  {line}")
     console.print(
-        f"Admit a site: cmrfl server register-site --pki {pki} --superlink HOST:{port} SITE_DIR/keys/supernode.pub"
+        f"Admit a site (with the admin's PKI folder): cmrfl server register-site --pki PKI_DIR --superlink HOST:{port} "
+        "SITE_DIR/keys/supernode.pub"
     )
     _exec(command)
+
+
+_ADMIN_PKI_HELP = "The admin's copy of the folder 'cmrfl pki init' wrote (public/ca.pem, secret/admin.key)."
 
 
 @server_app.command("register-site")
 def server_register_site(
     public_key: Annotated[Path, typer.Argument(help="The site's SuperNode public key (SITE_DIR/keys/supernode.pub).")],
-    pki: Annotated[Path, typer.Option(help="The consortium PKI folder (its ca.pem verifies the SuperLink).")],
+    pki: Annotated[Path, typer.Option(help=_ADMIN_PKI_HELP)],
     superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9092",
     name: Annotated[str | None, typer.Option(help="A name for the SuperNode in 'flwr supernode ls'.")] = None,
 ) -> None:
-    """Admit a site: register its SuperNode public key with the SuperLink (flwr supernode register)."""
-    from server.pki import PkiFiles
+    """Admit a site: register its SuperNode public key with the SuperLink, as the consortium admin."""
+    from server.pki import PkiError, PkiFiles
     from server.superlink import RegistrationError, register_supernode
 
     try:
-        node_id = register_supernode(superlink, PkiFiles(pki).ca_cert, public_key, name=name)
-    except RegistrationError as problem:
+        ca_cert, admin_key = PkiFiles(pki).admin_credential()
+        node_id = register_supernode(superlink, ca_cert, public_key, admin_key, name=name)
+    except (PkiError, RegistrationError) as problem:
         fail(str(problem))
     console.print(f"Registered {public_key} as SuperNode {node_id} at {superlink}")
+
+
+@server_app.command("login")
+def server_login(
+    pki: Annotated[Path, typer.Option(help=_ADMIN_PKI_HELP)],
+    flwr_home: Annotated[Path, typer.Option(help="Folder to write Flower's CLI configuration and token into.")],
+    superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")] = "127.0.0.1:9092",
+    valid_hours: Annotated[float, typer.Option(min=0.01, max=168, help="How long the token is accepted.")] = 8,
+) -> None:
+    """Let Flower's own CLI administer the SuperLink (flwr ls, flwr supernode ls|unregister): a short-lived
+    admin token in FLWR_HOME."""
+    from server.admin_token import AdminTokenError
+    from server.flwr_connection import CONNECTION_NAME, write_flwr_home
+    from server.pki import PkiError, PkiFiles
+
+    try:
+        ca_cert, admin_key = PkiFiles(pki).admin_credential()
+        write_flwr_home(flwr_home, superlink, ca_cert, admin_key=admin_key, token_lifetime_s=int(valid_hours * 3600))
+    except (PkiError, AdminTokenError) as problem:
+        fail(str(problem))
+    console.print(f"Wrote {flwr_home}/config.toml and an admin token valid for {valid_hours:g} h. Then, e.g.:")
+    console.print(f"  export FLWR_HOME={flwr_home.resolve()}")
+    console.print(f"  flwr supernode ls {CONNECTION_NAME}")
 
 
 def site_init(
@@ -139,20 +158,28 @@ def site_init(
     superlink: Annotated[str, typer.Option(help="The consortium SuperLink's HOST:PORT.")],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate (ca.pem) to pin.")],
     model_signing_key: Annotated[Path | None, typer.Option(help="The consortium's model-signing.pub to pin.")] = None,
+    admin_public_key: Annotated[
+        Path | None, typer.Option(help="The consortium's admin.pub to pin: the SuperNode runs only apps it signed.")
+    ] = None,
 ) -> None:
-    """Create site.toml and the site's SuperNode key pair; pin the consortium CA (and model-signing key)."""
+    """Create site.toml and the site's SuperNode key pair; pin the consortium CA (and model-signing, admin keys)."""
     from client.site_init import SiteInitError, init_site
 
     try:
-        federation = init_site(site_dir, name, superlink, ca, model_signing_key)
+        federation = init_site(site_dir, name, superlink, ca, model_signing_key, admin_public_key)
     except SiteInitError as problem:
         fail(str(problem))
     console.print(f"Initialised site [bold]{name}[/] in {site_dir}:")
     console.print(f"  {site_dir / 'site.toml'}  (SuperLink {superlink})")
     console.print(f"  {federation.private_key}  (private, 0600: never leaves this machine)")
-    console.print(f"  {federation.ca_cert}" + (f", {federation.model_signing_key}" if model_signing_key else ""))
+    pinned = [federation.ca_cert]
+    pinned += [federation.model_signing_key] if model_signing_key else []
+    pinned += [federation.admin_public_key] if admin_public_key else []
+    console.print("  " + ", ".join(str(path) for path in pinned))
     if model_signing_key is None:
         console.print("  no model-signing key pinned: add the consortium's model-signing.pub with --model-signing-key")
+    if admin_public_key is None:
+        console.print("  no admin key pinned: 'site join' needs the consortium's admin.pub (--admin-public-key)")
     console.print(
         "Send this public key to the consortium to be registered "
         f"(cmrfl server register-site ... {federation.public_key}):"
@@ -206,6 +233,9 @@ def site_join(
 def train(
     superlink: Annotated[str, typer.Option(help="The SuperLink's HOST:PORT.")],
     ca: Annotated[Path, typer.Option(help="The consortium CA certificate that verifies the SuperLink.")],
+    admin_key: Annotated[
+        Path, typer.Option(help="The consortium admin's key (PKI_DIR/secret/admin.key): signs the app and the request.")
+    ],
     run_config: Annotated[
         str | None, typer.Option(help="Run config overrides, e.g. \"num-server-rounds=10 run-dir='runs/x'\".")
     ] = None,
@@ -213,8 +243,11 @@ def train(
         str | None, typer.Option(help="The federation on the SuperLink, if not its default.")
     ] = None,
 ) -> None:
-    """Submit the cmrfl app to the federation (flwr run) and follow it to the end; exit code is the run's."""
+    """Sign the cmrfl app, submit it to the federation (flwr run) as the admin and follow it to the end;
+    exit code is the run's."""
+    from cmrfl.admin_key import AdminKeyError
     from cmrfl.recipe import FederationRecipe, parse_run_config
+    from server.admin_token import AdminTokenError
     from server.config import RunConfigError
 
     try:
@@ -222,8 +255,8 @@ def train(
     except (RunConfigError, ValueError) as invalid:
         fail(f"--run-config: {invalid}")
     try:
-        outcome = recipe.submit(superlink, ca, federation=federation_name)
-    except FileNotFoundError as problem:
+        outcome = recipe.submit(superlink, ca, federation=federation_name, admin_key=admin_key)
+    except (FileNotFoundError, AdminKeyError, AdminTokenError) as problem:
         fail(str(problem))
     console.print(f"Run {outcome.run_id}: {outcome.status or 'did not finish'}")
     raise typer.Exit(outcome.returncode)

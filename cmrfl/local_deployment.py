@@ -9,10 +9,13 @@ Two modes:
 
 * ``insecure=True``: plain HTTP, any SuperNode accepted (benchmarks).
 * ``insecure=False``: what a consortium runs, through the same commands: a PKI in
-  WORK_DIR/pki (``cmrfl pki init``), the SuperLink with TLS and SuperNode
-  authentication (``cmrfl server start``), each site initialised (``cmrfl site init``,
-  unless it already is) and its key registered (``cmrfl server register-site``), each
-  SuperNode started with ``cmrfl site join``, runs submitted with ``cmrfl train``.
+  WORK_DIR/pki (``cmrfl pki init``), the SuperLink with TLS, SuperNode authentication
+  and an admin-only Control API, given only pki/superlink (``cmrfl server start``),
+  each site initialised (``cmrfl site init``, unless it already is) with the public
+  files and its key registered as the admin (``cmrfl server register-site``), each
+  SuperNode started with ``cmrfl site join`` (it runs only admin-signed apps), runs
+  signed and submitted with ``cmrfl train --admin-key``. FLWR_HOME holds an admin
+  token, so ``flwr`` commands run with ``environment`` are the admin's.
 
 Every process starts in its own process group, so stopping one also stops the
 helpers Flower starts beneath it (SuperExec, ServerApp, ClientApp processes).
@@ -34,6 +37,7 @@ from typing import Any
 
 from cmrfl.app_bundle import REPO_ROOT, app_copy
 from cmrfl.train import run_config_argument
+from server.pki import PkiFiles
 
 __all__ = ["REPO_ROOT", "LocalFederation", "run_config_argument"]
 
@@ -69,8 +73,16 @@ class LocalFederation:
         }
 
     @property
+    def pki(self) -> PkiFiles:
+        return PkiFiles(self.pki_dir)
+
+    @property
     def ca_cert(self) -> Path:
-        return self.pki_dir / "ca.pem"
+        return self.pki.ca_cert
+
+    @property
+    def admin_key(self) -> Path:
+        return self.pki.admin_key
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = (self.work_dir / f"{name}.log").open("ab")
@@ -115,7 +127,7 @@ class LocalFederation:
                 "server",
                 "start",
                 "--pki",
-                str(self.pki_dir),
+                str(self.pki.superlink_dir),
                 "--state-dir",
                 str(self.state_dir),
                 "--host",
@@ -163,10 +175,17 @@ class LocalFederation:
             load_site_federation(site_dir)
             if initialised
             else init_site(
-                site_dir, site_dir.name, self.superlink_address, self.ca_cert, self.pki_dir / "model-signing.pub"
+                site_dir,
+                site_dir.name,
+                self.superlink_address,
+                self.ca_cert,
+                self.pki.model_signing_pub,
+                self.pki.admin_pub,
             )
         )
-        node_id = register_supernode(self.superlink_address, self.ca_cert, federation.public_key, name=federation.name)
+        node_id = register_supernode(
+            self.superlink_address, self.ca_cert, federation.public_key, self.admin_key, name=federation.name
+        )
         self.node_ids[site_dir.name] = node_id
         return node_id
 
@@ -205,7 +224,11 @@ class LocalFederation:
         from server.flwr_connection import write_flwr_home
 
         write_flwr_home(
-            self.flwr_home, self.superlink_address, None if self.insecure else self.ca_cert, insecure=self.insecure
+            self.flwr_home,
+            self.superlink_address,
+            None if self.insecure else self.ca_cert,
+            insecure=self.insecure,
+            admin_key=None if self.insecure else self.admin_key,
         )
 
     def __enter__(self) -> LocalFederation:
@@ -246,6 +269,8 @@ class LocalFederation:
                 self.superlink_address,
                 "--ca",
                 str(self.ca_cert),
+                "--admin-key",
+                str(self.admin_key),
                 "--run-config",
                 run_config_argument(run_config),
             ]

@@ -3,6 +3,9 @@
 ``flwr run APP cmrfl --stream`` with a private FLWR_HOME whose ``cmrfl`` connection
 holds the SuperLink's address and the consortium CA (server/flwr_connection.py);
 the exit code is ``flwr run``'s: non-zero if the run could not be submitted or failed.
+With the consortium admin's key, the app is signed (cmrfl/app_signature.py: SuperNodes
+run nothing else) and the connection carries an admin token (the Control API answers
+nothing else).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cmrfl.app_bundle import app_copy
+from cmrfl.app_signature import sign_app
 from server.flwr_connection import CONNECTION_NAME, write_flwr_home
 from server.superlink import FLOWER_BIN, flower_environment
 
@@ -62,6 +66,7 @@ def submit_and_follow(
     work_dir: Path | None = None,
     timeout_s: float | None = None,
     echo: Callable[[str], None] | None = print,
+    admin_key: Path | None = None,
 ) -> TrainOutcome:
     """Run ``flwr run --stream`` against SUPERLINK, then ask Flower how the run ended.
 
@@ -77,8 +82,10 @@ def submit_and_follow(
     with tempfile.TemporaryDirectory(prefix="cmrfl-train-") as scratch:
         root = Path(work_dir) if work_dir is not None else Path(scratch)
         flwr_home = root / "flwr-home"
-        write_flwr_home(flwr_home, superlink, ca_cert, insecure=insecure, federation=federation)
+        write_flwr_home(flwr_home, superlink, ca_cert, insecure=insecure, federation=federation, admin_key=admin_key)
         app_dir = app_copy(root / "app")
+        if admin_key is not None:
+            sign_app(app_dir, admin_key)
         environment = flower_environment(flwr_home)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         lines: list[str] = []

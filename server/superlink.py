@@ -1,11 +1,14 @@
 """The consortium's SuperLink: Flower's own ``flower-superlink`` with TLS, SuperNode
-authentication and its state on disk; and admitting a site by registering its key.
+authentication, a Control API for the consortium admin only, and its state on disk;
+and admitting a site by registering its key.
 
 Flower 1.42 serves the Fleet API (SuperNodes), the Control API (``flwr run``,
 ``flwr supernode register``) and the Runtime API (ServerApp) on one HTTPS port. With
 ``--enable-supernode-auth`` a SuperNode is accepted only if its public key was
 registered beforehand through the Control API (``flwr supernode register``); the
-SuperNode proves it holds the matching private key on every request.
+SuperNode proves it holds the matching private key on every request. The Control API
+itself serves only requests carrying a token signed by the consortium admin's key
+(server/control_auth.py), which the SuperLink verifies with admin.pub.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.admin_token import AdminTokenError
 from server.flwr_connection import CONNECTION_NAME, write_flwr_home
-from server.pki import PkiError, PkiFiles
+from server.pki import SuperLinkFiles
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 9092
@@ -46,18 +50,21 @@ class SuperLinkSettings:
         return self.state_dir / DATABASE_FILE
 
     def command(self, extra_args: list[str] | None = None) -> list[str]:
-        pki = PkiFiles(self.pki_dir)
-        missing = pki.missing_for_server()
-        if missing:
-            raise PkiError(f"{missing[0]}: missing; create the PKI with 'cmrfl pki init --out {self.pki_dir}'")
+        """Flower's flower-superlink (through server.control_auth); PkiError for a bad --pki folder."""
+        pki = SuperLinkFiles(self.pki_dir)
+        pki.check()
         return [
-            str(FLOWER_BIN / "flower-superlink"),
+            sys.executable,
+            "-m",
+            "server.control_auth",
+            "--admin-public-key",
+            str(pki.admin_pub.resolve()),
             "--ssl-ca-certfile",
             str(pki.ca_cert.resolve()),
             "--ssl-certfile",
-            str(pki.superlink_cert.resolve()),
+            str(pki.cert.resolve()),
             "--ssl-keyfile",
-            str(pki.superlink_key.resolve()),
+            str(pki.key.resolve()),
             "--enable-supernode-auth",
             "--host",
             self.host,
@@ -75,7 +82,7 @@ class SuperLinkSettings:
         address = f"{self.host}:{self.port}"
         return [
             f"Fleet API (SuperNodes connect here):        https://{address}",
-            f"Control API (flwr run, cmrfl train, register-site): https://{address}",
+            f"Control API (consortium admin only):        https://{address}",
             f"Runtime API (ServerApp):                    https://{address}",
             f"State (runs, registered SuperNodes):        {self.database.resolve()}",
         ]
@@ -86,19 +93,27 @@ class RegistrationError(RuntimeError):
 
 
 def register_supernode(
-    superlink: str, ca_cert: Path, public_key: Path, name: str | None = None, timeout_s: float = 60
+    superlink: str,
+    ca_cert: Path,
+    public_key: Path,
+    admin_key: Path,
+    name: str | None = None,
+    timeout_s: float = 60,
 ) -> str:
-    """Admit a site: register its SuperNode public key with ``flwr supernode register``.
+    """Admit a site: register its SuperNode public key with ``flwr supernode register``,
+    as the consortium admin (ADMIN_KEY signs the request's token).
 
     Returns the node id the SuperLink assigned.
     """
     public_key = Path(public_key)
-    if not public_key.is_file():
-        raise RegistrationError(f"{public_key}: no such public key file")
-    if not Path(ca_cert).is_file():
-        raise RegistrationError(f"{ca_cert}: no such CA certificate file")
+    for needed, what in ((public_key, "public key"), (ca_cert, "CA certificate"), (admin_key, "admin key")):
+        if not Path(needed).is_file():
+            raise RegistrationError(f"{needed}: no such {what} file")
     with tempfile.TemporaryDirectory(prefix="cmrfl-flwr-home-") as flwr_home:
-        write_flwr_home(Path(flwr_home), superlink, Path(ca_cert))
+        try:
+            write_flwr_home(Path(flwr_home), superlink, Path(ca_cert), admin_key=Path(admin_key))
+        except AdminTokenError as problem:
+            raise RegistrationError(str(problem)) from None
         command = [
             str(FLOWER_BIN / "flwr"),
             "supernode",

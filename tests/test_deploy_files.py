@@ -202,7 +202,7 @@ def test_compose_sites_publish_nothing_and_reach_only_the_consortium(compose: di
     for name in site_image:
         assert "ports" not in services[name] and "expose" not in services[name], f"{COMPOSE}: {name} publishes a port"
         mounted = {m.split(":")[0] for m in services[name].get("volumes", [])}
-        assert "pki" not in mounted, f"{COMPOSE}: {name} mounts the consortium's private keys"
+        assert "pki-secret" not in mounted, f"{COMPOSE}: {name} mounts the consortium's private keys"
     for number, site in enumerate(SITES, start=1):
         network = f"hospital-{number:02d}"
         assert services[site]["networks"] == [network]
@@ -363,7 +363,7 @@ def test_kubernetes_superlink_keeps_its_database_and_takes_tls_from_a_secret() -
     state_dir = container["args"][container["args"].index("--state-dir") + 1]
     assert mounts["state"] == state_dir and superlink["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
     tls = next(v for v in superlink["template"]["spec"]["volumes"] if v["name"] == "tls")["secret"]
-    assert {item["key"] for item in tls["items"]} == {"ca.pem", "superlink.pem", "superlink.key"}
+    assert {item["key"] for item in tls["items"]} == {"ca.pem", "superlink.pem", "superlink.key", "admin.pub"}
     port = int(container["args"][container["args"].index("--port") + 1])
     service = documents[("Service", "cmrfl-superlink")]["spec"]
     assert [p["port"] for p in service["ports"]] == [port]

@@ -33,7 +33,9 @@ def _certificate(path: Path) -> x509.Certificate:
 
 def test_superlink_certificate_names_loopback_and_every_given_host(pki_dir: Path):
     names = (
-        _certificate(pki_dir / "superlink.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        _certificate(pki_dir / "superlink" / "superlink.pem")
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
     )
     assert set(names.get_values_for_type(x509.DNSName)) == {"localhost", "superlink.consortium.example"}
     assert set(names.get_values_for_type(x509.IPAddress)) == {
@@ -44,7 +46,7 @@ def test_superlink_certificate_names_loopback_and_every_given_host(pki_dir: Path
 
 
 def test_superlink_certificate_chains_to_the_consortium_ca(pki_dir: Path):
-    ca, server = _certificate(pki_dir / "ca.pem"), _certificate(pki_dir / "superlink.pem")
+    ca, server = _certificate(pki_dir / "public" / "ca.pem"), _certificate(pki_dir / "superlink" / "superlink.pem")
     assert server.issuer == ca.subject
     server.verify_directly_issued_by(ca)  # raises if the signature or issuer is wrong
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
@@ -57,8 +59,9 @@ def test_superlink_certificate_chains_to_the_consortium_ca(pki_dir: Path):
 def test_private_keys_are_owner_only_and_public_files_are_not_secret(pki_dir: Path):
     for name in PRIVATE_KEYS:
         assert stat.S_IMODE((pki_dir / name).stat().st_mode) == 0o600, name
-    for name in ("ca.pem", "superlink.pem", "model-signing.pub"):
-        assert b"PRIVATE KEY" not in (pki_dir / name).read_bytes()
+    for folder in ("superlink", "public"):
+        for path in (pki_dir / folder).iterdir():
+            assert path.name == "superlink.key" or b"PRIVATE KEY" not in path.read_bytes(), path
 
 
 def test_private_keys_are_created_owner_only_even_under_a_permissive_umask(tmp_path: Path):
@@ -71,10 +74,10 @@ def test_private_keys_are_created_owner_only_even_under_a_permissive_umask(tmp_p
 
 
 def test_init_refuses_to_overwrite_an_existing_pki_and_leaves_it_untouched(pki_dir: Path):
-    before = (pki_dir / "ca.key").read_bytes()
-    with pytest.raises(PkiError, match=r"ca\.pem already exists; refusing to overwrite"):
+    before = (pki_dir / "secret" / "ca.key").read_bytes()
+    with pytest.raises(PkiError, match=r"ca\.key already exists; refusing to overwrite"):
         init_pki(pki_dir, [])
-    assert (pki_dir / "ca.key").read_bytes() == before
+    assert (pki_dir / "secret" / "ca.key").read_bytes() == before
 
 
 def test_a_host_that_is_neither_ip_nor_dns_name_is_rejected_before_writing(tmp_path: Path):
@@ -84,8 +87,8 @@ def test_a_host_that_is_neither_ip_nor_dns_name_is_rejected_before_writing(tmp_p
 
 
 def test_model_signing_pair_signs_and_verifies_and_rejects_a_changed_model(pki_dir: Path):
-    private = serialization.load_pem_private_key((pki_dir / "model-signing.key").read_bytes(), None)
-    public = serialization.load_pem_public_key((pki_dir / "model-signing.pub").read_bytes())
+    private = serialization.load_pem_private_key((pki_dir / "secret" / "model-signing.key").read_bytes(), None)
+    public = serialization.load_pem_public_key((pki_dir / "public" / "model-signing.pub").read_bytes())
     assert isinstance(private, ed25519.Ed25519PrivateKey) and isinstance(public, ed25519.Ed25519PublicKey)
     model = b"weights of round 20"
     public.verify(private.sign(model), model)
@@ -100,7 +103,7 @@ def test_pki_init_command_prints_what_to_distribute_and_no_private_key(tmp_path:
 
     result = CliRunner().invoke(app, ["pki", "init", "--out", str(tmp_path / "pki"), "--superlink-host", "10.0.0.5"])
     assert result.exit_code == 0, result.output
-    assert "Distribute to sites" in result.output and "model-signing.pub" in result.output
+    assert "what every site gets" in result.output and "model-signing.pub" in result.output
     assert "PRIVATE KEY" not in result.output
     again = CliRunner().invoke(app, ["pki", "init", "--out", str(tmp_path / "pki")])
     assert again.exit_code != 0 and "refusing to overwrite" in again.output
@@ -115,7 +118,10 @@ def _init_site_copy(source: Path, destination: Path, pki: Path, superlink: str =
     from client.site_init import init_site
 
     shutil.copytree(source, destination)
-    init_site(destination, destination.name, superlink, pki / "ca.pem", pki / "model-signing.pub")
+    public = pki / "public"
+    init_site(
+        destination, destination.name, superlink, public / "ca.pem", public / "model-signing.pub", public / "admin.pub"
+    )
     return destination
 
 
@@ -133,8 +139,8 @@ def test_site_init_writes_config_owner_only_key_and_pinned_trust(
     key = serialization.load_ssh_private_key(federation.private_key.read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
     assert federation.public_key.read_text().startswith("ecdsa-sha2-nistp384 ")
-    assert (site_dir / "trust" / "ca.pem").read_bytes() == (pki_dir / "ca.pem").read_bytes()
-    assert (site_dir / "trust" / "model-signing.pub").read_bytes() == (pki_dir / "model-signing.pub").read_bytes()
+    for name in ("ca.pem", "model-signing.pub", "admin.pub"):
+        assert (site_dir / "trust" / name).read_bytes() == (pki_dir / "public" / name).read_bytes()
 
 
 def test_site_init_keeps_an_existing_privacy_table_and_refuses_a_second_init(pki_dir: Path, tmp_path: Path):
@@ -142,19 +148,19 @@ def test_site_init_keeps_an_existing_privacy_table_and_refuses_a_second_init(pki
     from client.site_init import SiteInitError, init_site
 
     (tmp_path / "site.toml").write_text('name = "hospital-b"\n[privacy]\nmax-epsilon = 4.0\n')
-    init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "ca.pem")
+    init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "public" / "ca.pem")
     budget = site_privacy_budget(tmp_path)
     assert budget is not None and budget.max_epsilon == 4.0
     with pytest.raises(SiteInitError, match=r"site.toml: already has a \[federation\] table"):
-        init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "ca.pem")
+        init_site(tmp_path, "hospital-b", "10.0.0.5:9092", pki_dir / "public" / "ca.pem")
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         ({"superlink": "no-port"}, "expected HOST:PORT"),
-        ({"ca_cert": "superlink.pem"}, "not a CA certificate"),
-        ({"model_signing_key": "ca.pem"}, "not a PEM public key"),
+        ({"ca_cert": "superlink/superlink.pem"}, "not a CA certificate"),
+        ({"model_signing_key": "public/ca.pem"}, "not a PEM public key"),
         ({"name": "two words"}, "use letters, digits"),
     ],
 )
@@ -164,7 +170,7 @@ def test_site_init_rejects_bad_input_naming_it_and_writes_nothing(pki_dir: Path,
     settings: dict[str, Any] = {
         "name": "hospital-c",
         "superlink": "10.0.0.5:9092",
-        "ca_cert": pki_dir / "ca.pem",
+        "ca_cert": pki_dir / "public" / "ca.pem",
         "model_signing_key": None,
     }
     settings.update({k: (pki_dir / v if k in ("ca_cert", "model_signing_key") else v) for k, v in arguments.items()})
@@ -184,7 +190,7 @@ def test_site_check_reports_each_problem_with_what_to_do(ingested_sites: list[Pa
     assert results["SuperNode key"].status == PROBLEM and "chmod 600" in results["SuperNode key"].fix
     assert results["model-signing key"].status == PROBLEM and "missing" in results["model-signing key"].detail
     assert results["SuperLink"].status == PROBLEM and "does not answer" in results["SuperLink"].detail
-    assert results["case store"].status == OK and "8 cases" in results["case store"].detail
+    assert results["case store"].status == OK and "24 cases, 8 with reference masks" in results["case store"].detail
     assert results["cases by series kind"].detail == "lge-stack 8 (task lge)"  # what each task can learn from
     assert "female" in results["cases by sex"].detail or "male" in results["cases by sex"].detail
     assert {results[p].status for p in ("flwr", "torch", "monai", "opacus", "pydicom", "python")} == {OK}
@@ -196,7 +202,9 @@ def test_site_check_without_a_case_store_says_to_ingest(pki_dir: Path, tmp_path:
     from client.site_init import init_site
     from cmrfl.cli import app
 
-    init_site(tmp_path, "hospital-e", "127.0.0.1:1", pki_dir / "ca.pem", pki_dir / "model-signing.pub")
+    init_site(
+        tmp_path, "hospital-e", "127.0.0.1:1", pki_dir / "public" / "ca.pem", pki_dir / "public" / "model-signing.pub"
+    )
     result = CliRunner().invoke(app, ["site", "check", "--site-dir", str(tmp_path), "--offline"])
     assert result.exit_code == 1
     assert "problem case store" in result.output and "cmrfl site ingest" in result.output
@@ -394,7 +402,13 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(federation, tmp_path
 
     stranger = tmp_path / "unregistered-hospital"
     shutil.copytree(federation.site_dirs[0], stranger, ignore=shutil.ignore_patterns("keys", "trust", "site.toml"))
-    init_site(stranger, "unregistered-hospital", federation.superlink_address, federation.ca_cert)
+    init_site(
+        stranger,
+        "unregistered-hospital",
+        federation.superlink_address,
+        federation.ca_cert,
+        admin_public_key=federation.pki.admin_pub,
+    )
     (port,) = _free_ports(1)
     returncode, output = _run_to_exit(
         [
@@ -441,6 +455,8 @@ def test_a_client_without_the_consortium_ca_cannot_connect(federation, tmp_path:
             federation.superlink_address,
             "--ca",
             str(other_ca),
+            "--admin-key",
+            str(federation.admin_key),  # the admin, but trusting another CA
             "--run-config",
             f"run-dir='{tmp_path / 'never'}'",
         ],

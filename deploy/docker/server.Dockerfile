@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The consortium side: the SuperLink (`cmrfl server start`) and, from the same image, the
 # model registry (`cmrfl registry serve`) and the admin one-shots (`cmrfl pki init`,
-# `cmrfl server register-site`, `cmrfl train`). Build from the repository root:
+# `cmrfl server register-site`, `cmrfl train`, `cmrfl server login`). Build from the repository root:
 #   docker build -f deploy/docker/server.Dockerfile -t cmrfl-server .
 # The server trains nothing itself (the sites do), so it gets torch's CPU build.
 
@@ -37,19 +37,24 @@ ENV PATH=/opt/cmrfl/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/cmrfl
 # A fixed non-root uid, so named volumes and Kubernetes' fsGroup line up with it.
+# /pki/secret, /pki/superlink, /pki/public: where volumes holding the three folders of
+# `cmrfl pki init` are mounted (a fresh named volume takes the owner and mode from here).
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/cmrfl --shell /usr/sbin/nologin cmrfl \
- && mkdir -p /pki /pki-public /state /registry \
- && chown cmrfl:cmrfl /pki /pki-public /state /registry
+ && mkdir -p /pki/secret /pki/superlink /pki/public /state /registry \
+ && chmod 0700 /pki/secret \
+ && chown -R cmrfl:cmrfl /pki /state /registry
 USER 10001:10001
 # /state: the SuperLink's database (superlink.sqlite) and, as the ServerApp's working
 # directory, its run outputs and per-round checkpoints (run config run-dir, default
 # runs/latest), so a restarted SuperLink resumes from the last completed round.
 WORKDIR /state
 # /registry: the registry's SQLite stores and artifacts when no PostgreSQL/object store is
-# configured. Mount points, not volumes: /pki (the consortium PKI, read-only for the
-# SuperLink) and /pki-public (what sites receive: ca.pem, model-signing.pub).
+# configured. Mount points, not volumes: /pki, for the SuperLink only PKI_DIR/superlink
+# (read-only: its certificate and key, ca.pem, admin.pub; `server start` refuses a folder
+# holding a signing key); for the admin one-shots /pki/secret and /pki/public.
 VOLUME ["/state", "/registry"]
-# 9092: Fleet, Control and Runtime APIs on one HTTPS port (Flower 1.42). 5000: the registry.
+# 9092: Fleet, Control (consortium admin only) and Runtime APIs on one HTTPS port (Flower 1.42).
+# 5000: the registry.
 EXPOSE 9092 5000
 # Healthy = the SuperLink answers GET /health over TLS with a certificate the consortium
 # CA verifies, under the name localhost (always in its certificate).
