@@ -1,16 +1,24 @@
-"""De-identification: the DICOM PS3.15 Basic Application Level Confidentiality Profile.
+"""De-identification: an allowlist, then the DICOM PS3.15 Basic Application Level Confidentiality Profile.
 
-Two jobs:
+Three jobs:
 
 * **Pseudonyms.** Identifiers (PatientID, AccessionNumber, StudyID, every instance UID)
   become salted SHA-256 hashes. The salt is a per-site secret in
   ``SITE_DIR/secret/salt`` (0600, created once, never overwritten, never leaves the
   site): without it nobody can test a guessed identifier against a pseudonym, and with
   it the site gets the same pseudonym every time (which makes re-ingest idempotent).
-* **The profile.** :func:`deidentify` applies Table E.1-1 (basic profile column) to a
-  pydicom Dataset, at every nesting level, with pydicom doing the walking
-  (``Dataset.walk``), the private tags (``Dataset.remove_private_tags``) and the data
-  dictionary (``keyword_for_tag``, the registry of well-known UIDs).
+  The store records the salt's fingerprint (:func:`salt_fingerprint`), so that a lost or
+  replaced salt is refused (:class:`SaltMismatch`) instead of storing every series again
+  under a second id.
+* **The allowlist.** :func:`deidentify` keeps only :data:`KEPT_ATTRIBUTES`, at every
+  nesting level: what the readers, the tasks and the audit read of a series. Whatever a
+  table does not list (an alternative-calendar birth date, a procedure-step comment, a
+  public tag no dictionary knows, every private tag) is dropped, not kept.
+* **The profile.** On what the allowlist keeps, Table E.1-1 (basic profile column) still
+  applies, with pydicom doing the walking (``Dataset.walk``) and the data dictionary
+  (``keyword_for_tag``, the registry of well-known UIDs): PatientID becomes its
+  pseudonym, every UID its pseudonym UID. Should the allowlist ever grow an identifying
+  attribute, the profile still acts on it.
 
 pydicom does not ship the profile's action table, so it is encoded once, below, in
 ``_BASIC_PROFILE``. On top of the table, three safety nets catch what a table cannot
@@ -43,6 +51,35 @@ log = logging.getLogger(__name__)
 SALT_FILE = Path("secret") / "salt"
 _SALT_BYTES = 32
 
+# What a stored header keeps (store/headers/<case_id>.json), by keyword, at every nesting
+# level; everything else is dropped before the profile runs. Each line says who reads it.
+KEPT_ATTRIBUTES: frozenset[str] = frozenset(
+    " ".join(
+        (
+            # Which patient, study and series a case is, as pseudonyms: tasks.base.patient_keys
+            # groups a patient's cases by the PatientID pseudonym (the split, DP-SGD's unit).
+            "PatientID StudyInstanceUID SeriesInstanceUID SOPInstanceUID FrameOfReferenceUID",
+            "SOPClassUID Modality SeriesNumber",
+            # The audit's scanner subgroups (cmr.normalise: vendor, field strength).
+            "Manufacturer ManufacturerModelName MagneticFieldStrength",
+            # What series recognition and the readers read to tell a kind and its times
+            # (cmr.series_recognition, cmr.mapping_series).
+            "ImageType ScanningSequence SequenceVariant SequenceName MRAcquisitionType BodyPartExamined",
+            "RepetitionTime EchoTime InversionTime FlipAngle TriggerTime CardiacNumberOfImages HeartRate",
+            "DiffusionBValue",
+            # Geometry and pixel encoding (cmr.dicom_files, cmr.geometry).
+            "ImageOrientationPatient ImagePositionPatient PixelSpacing SliceThickness SpacingBetweenSlices",
+            "Rows Columns NumberOfFrames SamplesPerPixel PhotometricInterpretation BitsAllocated BitsStored",
+            "HighBit PixelRepresentation RescaleSlope RescaleIntercept",
+            # The same, for enhanced (multi-frame) MR: in its functional groups.
+            "SharedFunctionalGroupsSequence PerFrameFunctionalGroupsSequence PlanePositionSequence",
+            "PlaneOrientationSequence PixelMeasuresSequence PixelValueTransformationSequence",
+            "MREchoSequence EffectiveEchoTime MRModifierSequence InversionTimes MRDiffusionSequence",
+            "CardiacSynchronizationSequence NominalCardiacTriggerDelayTime",
+        )
+    ).split()
+)
+
 # PS3.15 (2023) Annex E, Table E.1-1, column "Basic Profile", by attribute keyword
 # (pydicom's data dictionary). Actions (Table E.1-1a):
 #   D  replace with a non-zero length dummy value    Z  replace with a zero length value
@@ -50,7 +87,8 @@ _SALT_BYTES = 32
 #   Z/D, X/Z, X/D, X/Z/D, X/Z/U*: the choice depends on the IOD's attribute type.
 # Our output is a de-identified provenance record, not an IOD instance that must stay
 # conformant, so the combined actions take their first choice: Z/D → Z, X/… → X.
-# Attributes the table does not list are kept (K), after the safety nets above.
+# Attributes the table does not list are kept (K) if KEPT_ATTRIBUTES keeps them, after the
+# safety nets above.
 _BASIC_PROFILE: dict[str, str] = {
     "D": """
         AcquisitionFieldOfViewLabel AnnotationGroupLabel AnnotationGroupUID AssertionDateTime
@@ -256,20 +294,23 @@ _RESOLVED_ACTION = {
 }
 
 
+def _tag_of(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # a typo here must fail loudly, not leave an attribute in or out
+        raise KeyError(f"de-identification table: {keyword!r} is not a DICOM keyword")
+    return tag
+
+
+_KEPT_TAGS = frozenset(_tag_of(keyword) for keyword in KEPT_ATTRIBUTES)
+
+
 def _action_by_tag() -> dict[int, str]:
-
-    def tag_of(keyword: str) -> int:
-        tag = tag_for_keyword(keyword)
-        if tag is None:  # a typo here must fail loudly, not leave an attribute in
-            raise KeyError(f"de-identification table: {keyword!r} is not a DICOM keyword")
-        return tag
-
     table: dict[int, str] = {}
     for action, keywords in _BASIC_PROFILE.items():
         for keyword in keywords.split():
-            table[tag_of(keyword)] = _RESOLVED_ACTION[action]
+            table[_tag_of(keyword)] = _RESOLVED_ACTION[action]
     for keyword in HASHED_IDENTIFIERS:
-        table[tag_of(keyword)] = "H"
+        table[_tag_of(keyword)] = "H"
     return table
 
 
@@ -301,6 +342,15 @@ _DUMMY_BY_VR = {
 # ---------------------------------------------------------------- salt and pseudonyms
 
 
+class SaltMismatch(ValueError):
+    """The site's salt is damaged, lost, or not the one its store was written with; the message says what to do."""
+
+
+def salt_fingerprint(salt: bytes) -> str:
+    """What the store records of the salt: a hash that tells two salts apart and reveals neither."""
+    return hashlib.sha256(b"cmrfl salt fingerprint\0" + salt).hexdigest()
+
+
 def load_or_create_salt(site_dir: Path | str) -> bytes:
     """The site's secret salt, created on first use (``SITE_DIR/secret/salt``, 0600).
 
@@ -322,7 +372,7 @@ def load_or_create_salt(site_dir: Path | str) -> bytes:
         except ValueError:
             salt = b""
         if len(salt) < 16:
-            raise ValueError(
+            raise SaltMismatch(
                 f"{path}: not a usable salt (expected {2 * _SALT_BYTES} hex characters); "
                 "restore it from the site's backup — replacing it would change every case id"
             ) from None
@@ -370,8 +420,18 @@ def _empty(element: DataElement) -> None:
     element.value = Sequence() if element.VR == "SQ" else None
 
 
+def _keep_only_listed(dataset: Dataset) -> None:
+    """Drop every attribute KEPT_ATTRIBUTES does not name (private tags included), at every level."""
+    for tag in list(dataset.keys()):
+        if int(tag) not in _KEPT_TAGS:
+            del dataset[tag]  # by tag: the value is never decoded
+        elif dataset[tag].VR == "SQ":
+            for item in dataset[tag].value:
+                _keep_only_listed(item)
+
+
 def deidentify(dataset: Dataset, salt: bytes) -> Dataset:
-    """A de-identified copy of ``dataset`` (the original is left untouched).
+    """A de-identified copy of ``dataset`` (the original is left untouched): KEPT_ATTRIBUTES only, then the profile.
 
     The file meta information is not carried over: it repeats the SOP Instance UID and
     names the sending application, and a provenance record does not need it.
@@ -379,7 +439,7 @@ def deidentify(dataset: Dataset, salt: bytes) -> Dataset:
     result = copy.deepcopy(dataset)
     if hasattr(result, "file_meta"):
         del result.file_meta
-    result.remove_private_tags()
+    _keep_only_listed(result)
 
     def apply(container: Dataset, element: DataElement) -> None:
         group = element.tag.group

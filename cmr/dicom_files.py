@@ -12,10 +12,24 @@ it by its path relative to the DICOM folder, with a reason a person can act on; 
 here raises for a bad file. Single-frame images, one file per slice, are the usual case;
 multi-frame (enhanced or legacy converted) MR is accepted when each frame's geometry is
 in its functional groups.
+
+Hostile or careless input:
+
+* **Bombs.** Rows, columns, frames and the decoded size of each file, and of each
+  series, are checked from the headers against the limits of ``cmr.dicom_limits``
+  before anything is decoded, and a deflated file is inflated only as far as its header
+  accounts for.
+* **Links.** A link to a file or folder outside the DICOM folder is reported, not
+  followed, unless the caller asks (``follow_links``): a folder handed over for ingest
+  should not reach into the rest of the machine.
+* **Duplicates.** Two files with one SOPInstanceUID: identical pixels, one is kept and
+  the other reported as a copy; different pixels, both are left out, since which one
+  is genuine cannot be told.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections import defaultdict
@@ -31,12 +45,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MediaStorageDirectoryStorage,
 )
 
+from cmr.dicom_limits import MAX_SERIES_BYTES, decoded_bytes, deflated_problem, matrix_problem
 from cmr.ingest_report import Rejection
 
 log = logging.getLogger(__name__)
@@ -127,38 +143,82 @@ class SeriesFiles:
 
 @dataclass
 class FolderScan:
-    files_seen: int
+    files_seen: int  # links not followed included
     series: list[SeriesFiles]  # in the order their first file was read
-    rejections: list[Rejection]  # unusable files
+    rejections: list[Rejection]  # unusable files, links not followed, series beyond the size limit
 
     @property
     def series_found(self) -> int:
-        return len(self.series)
+        return len(self.series) + sum(r.kind == "series" for r in self.rejections)
 
 
 # ---------------------------------------------------------------- walking and reading
 
 
-def find_files(dicom_dir: Path, exclude: Iterable[Path] = ()) -> list[Path]:
-    """Every regular file under ``dicom_dir`` (any nesting), sorted, minus ``exclude``."""
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def walk_dicom_folder(
+    dicom_dir: Path, exclude: Iterable[Path] = (), follow_links: bool = False
+) -> tuple[list[Path], list[Rejection]]:
+    """Every regular file under ``dicom_dir`` (any nesting), sorted, minus ``exclude``; and the links not followed.
+
+    Links to files or folders inside ``dicom_dir`` are read where they lead (a folder
+    reached twice is walked once). Links out of it are reported and skipped, unless
+    ``follow_links``; a link to nothing is reported either way.
+    """
+    root = Path(dicom_dir).resolve()
     excluded = [Path(p).resolve() for p in exclude]
-    found = []
-    for folder, subfolders, names in os.walk(dicom_dir):
-        subfolders.sort()
+    found: list[Path] = []
+    refused: list[Rejection] = []
+    walked: set[Path] = set()
+
+    def refuse(path: Path, what: str) -> None:
+        reason = f"a link to {what} outside the DICOM folder: not followed (ingest with --follow-links to read it)"
+        refused.append(Rejection("file", path.relative_to(dicom_dir).as_posix(), reason))
+
+    for folder, subfolders, names in os.walk(dicom_dir, followlinks=follow_links):
+        real = Path(folder).resolve()
+        if real in walked:  # a link loop, or a folder reached through a link and directly
+            subfolders.clear()
+            continue
+        walked.add(real)
+        entered = []
+        for name in sorted(subfolders):
+            path = Path(folder) / name
+            if path.is_symlink() and not follow_links:
+                if not _inside(path.resolve(), root):
+                    refuse(path, "a folder")
+                continue  # one inside is walked where it is
+            entered.append(name)
+        subfolders[:] = entered
         for name in sorted(names):
             path = Path(folder) / name
             resolved = path.resolve()
-            if any(resolved == e or e in resolved.parents for e in excluded):
+            if any(_inside(resolved, e) for e in excluded):
                 continue
-            if path.is_file():
+            if path.is_symlink() and not path.exists():
+                reason = "a link to nothing (its target does not exist)"
+                refused.append(Rejection("file", path.relative_to(dicom_dir).as_posix(), reason))
+            elif path.is_symlink() and not follow_links and not _inside(resolved, root):
+                refuse(path, "a file")
+            elif path.is_file():
                 found.append(path)
-    return found
+    return found, refused
+
+
+def find_files(dicom_dir: Path, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Every regular file under a folder a person points at (``cmrfl map``), links followed."""
+    return walk_dicom_folder(dicom_dir, exclude, follow_links=True)[0]
 
 
 def _read_header(path: Path) -> tuple[Dataset, bool]:
     """Header with pixel data deferred; True when it had to be read without a preamble."""
     if path.stat().st_size == 0:
         raise UnusableFile("empty file (0 bytes)")
+    if (bomb := deflated_problem(path)) is not None:
+        raise UnusableFile(bomb)
     dataset: Dataset
     try:
         dataset, force = pydicom.dcmread(path, defer_size=_DEFER_SIZE), False
@@ -338,6 +398,8 @@ def _pixel_data_truncated(dataset: Dataset, path: Path, n_frames: int) -> str | 
     item: Any = dataset.get_item("PixelData")  # a RawDataElement while deferred
     if hasattr(item, "value_tell") and item.length != 0xFFFFFFFF:  # deferred: not read yet
         length, beyond_end = item.length, item.value_tell + item.length - path.stat().st_size
+        if dataset.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
+            beyond_end = 0  # a position in the inflated data; deflated_problem checked its end
     else:
         length, beyond_end = len(dataset.PixelData or b""), 0
     if beyond_end > 0:
@@ -380,10 +442,9 @@ def read_image_file(path: Path, relative: str) -> ImageFile:
         raise UnusableFile(
             "BurnedInAnnotation is YES: the pixels may show identifying text, which cannot be removed automatically"
         )
-    try:
-        n_frames = int(dataset.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
-        raise UnusableFile(f"NumberOfFrames {dataset.get('NumberOfFrames')!r} is not a number") from None
+    if (beyond := matrix_problem(dataset)) is not None:
+        raise UnusableFile(beyond)
+    n_frames = int(dataset.get("NumberOfFrames") or 1)  # a number: matrix_problem checked it
     problem = _transfer_syntax_problem(UID(dataset.file_meta.TransferSyntaxUID))
     if problem is None and "PixelData" in dataset:
         problem = _pixel_data_truncated(dataset, path, n_frames)
@@ -429,34 +490,95 @@ def folder_of(relatives: Iterable[str]) -> str:
     return common if common not in ("", ".") else "."
 
 
+def _pixel_fingerprint(image_file: ImageFile) -> str | None:
+    """SHA-256 of a file's decoded pixels, or None when they cannot be decoded."""
+    try:
+        pixels = decode_pixels(image_file.path, image_file.relative)
+    except SeriesDecodeError:
+        return None
+    return hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode() + pixels.tobytes()).hexdigest()
+
+
+def _without_duplicates(files: list[ImageFile]) -> tuple[list[ImageFile], list[Rejection]]:
+    """One file per SOPInstanceUID: a copy (same pixels) is reported; files that disagree are all left out.
+
+    A file whose SOPInstanceUID is that of a genuine slice but whose pixels differ may be
+    a forgery or a botched export; which one is genuine cannot be told, so neither is used.
+    """
+    by_uid: dict[str, list[ImageFile]] = defaultdict(list)
+    for image_file in files:
+        by_uid[str(image_file.header.get("SOPInstanceUID") or image_file.relative)].append(image_file)
+    rejections: list[Rejection] = []
+    refused: set[str] = set()
+    for group in (g for g in by_uid.values() if len(g) > 1):
+        fingerprints = [_pixel_fingerprint(f) for f in group]
+        if None not in fingerprints and len(set(fingerprints)) == 1:
+            first = group[0].relative
+            for copy in group[1:]:
+                reason = f"a copy of {first} (same SOPInstanceUID and pixels); copy left out"
+                rejections.append(Rejection("file", copy.relative, reason))
+                refused.add(copy.relative)
+            continue
+        for image_file in group:
+            others = ", ".join(f.relative for f in group if f is not image_file)
+            reason = (
+                f"shares its SOPInstanceUID with {others} but holds different pixels (or pixels that cannot "
+                "be decoded): which one is genuine cannot be told, so none is used"
+            )
+            rejections.append(Rejection("file", image_file.relative, reason))
+            refused.add(image_file.relative)
+    return [f for f in files if f.relative not in refused], rejections
+
+
+def _series_too_large(series: SeriesFiles) -> Rejection | None:
+    decoded = sum(decoded_bytes(image.rows, image.columns, 1) for f in series.files for image in f.images)
+    if decoded <= MAX_SERIES_BYTES:
+        return None
+    return Rejection(
+        "series",
+        series.folder,
+        f"{series.label}: {series.n_images} images would decode to {decoded / (1 << 30):.1f} GiB, beyond the "
+        f"limit of {MAX_SERIES_BYTES >> 20} MiB a series; not ingested",
+    )
+
+
 def read_dicom_folder(
     dicom_dir: Path,
     exclude: Iterable[Path] = (),
     on_file_read: Callable[[int, int], None] | None = None,
+    follow_links: bool = False,
 ) -> FolderScan:
     """Find and read every file under ``dicom_dir``; group the usable ones by SeriesInstanceUID.
 
-    ``on_file_read(done, total)`` is called after each header is read.
+    ``on_file_read(done, total)`` is called after each header is read. Links out of
+    ``dicom_dir`` are reported, not read, unless ``follow_links``.
     """
     dicom_dir = Path(dicom_dir)
-    paths = find_files(dicom_dir, exclude)
-    rejections: list[Rejection] = []
-    by_series: dict[str, list[ImageFile]] = defaultdict(list)
+    paths, links = walk_dicom_folder(dicom_dir, exclude, follow_links)
+    rejections = list(links)  # seen, and reported, but not read
+    readable: list[ImageFile] = []
     for done, path in enumerate(paths, start=1):
         relative = path.relative_to(dicom_dir).as_posix()
         try:
-            image_file = read_image_file(path, relative)
+            readable.append(read_image_file(path, relative))
         except UnusableFile as unusable:
             rejections.append(Rejection("file", relative, str(unusable)))
         except Exception as error:
             log.exception("unexpected failure reading %s", path)
             rejections.append(Rejection("file", relative, f"cannot be read ({type(error).__name__}: {error})"))
-        else:
-            by_series[image_file.series_instance_uid].append(image_file)
         if on_file_read is not None:
             on_file_read(done, len(paths))
+    unique, duplicates = _without_duplicates(readable)
+    rejections.extend(duplicates)
+    by_series: dict[str, list[ImageFile]] = defaultdict(list)
+    for image_file in unique:
+        by_series[image_file.series_instance_uid].append(image_file)
     series = []
     for uid, files in by_series.items():
         ordered = tuple(sorted(files, key=lambda f: f.relative))
-        series.append(SeriesFiles(uid, ordered, folder_of(f.relative for f in ordered)))
-    return FolderScan(files_seen=len(paths), series=series, rejections=rejections)
+        checked = SeriesFiles(uid, ordered, folder_of(f.relative for f in ordered))
+        if (too_large := _series_too_large(checked)) is not None:
+            rejections.append(too_large)
+        else:
+            series.append(checked)
+    return FolderScan(files_seen=len(paths) + len(links), series=series, rejections=rejections)

@@ -179,17 +179,8 @@ def build_series(series_files: SeriesFiles) -> tuple[DicomSeries | None, list[Re
     if len({f.frame_of_reference_uid for f in files}) > 1:
         return series_rejection("its images have different frames of reference, so their positions cannot be compared")
 
-    unique_files: dict[str, ImageFile] = {}
-    for image_file in files:
-        sop_instance_uid = str(image_file.header.get("SOPInstanceUID") or image_file.relative)
-        if sop_instance_uid in unique_files:
-            original = unique_files[sop_instance_uid].relative
-            rejections.append(
-                Rejection("file", image_file.relative, f"a copy of {original} (same SOPInstanceUID); copy left out")
-            )
-        else:
-            unique_files[sop_instance_uid] = image_file
-    images = [image for image_file in unique_files.values() for image in image_file.images]
+    # one file per SOPInstanceUID: read_dicom_folder left copies and disputed files out
+    images = [image for image_file in files for image in image_file.images]
 
     try:
         images = _keep_majority(

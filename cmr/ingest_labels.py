@@ -10,17 +10,22 @@ Per series, from the labels folder (all optional, all on the series' grid):
 A label file that cannot be used is reported with the reason and the case is
 ingested without it; a label file that no series used is reported at the end, so
 that staff learn about a mask named after the wrong series.
+
+Label files are read from the labels folder only: a ``mask_file`` that is absolute or
+leads out of it (``..``, a link) is refused, as is a link out of it named after a
+series; and a label file's header is checked against the limits of
+``cmr.masks.open_label_file`` before any loader reads its data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
 from cmr.ingest_report import Rejection
 from cmr.manifest import ManifestRow
-from cmr.masks import MASK_SUFFIXES, MaskMismatch, default_mask_path
+from cmr.masks import MASK_SUFFIXES, MaskMismatch, default_mask_path, open_label_file
 
 Loaded = TypeVar("Loaded")
 
@@ -32,16 +37,37 @@ class LabelFiles:
         self.labels_dir = labels_dir
         self.manifest_name = manifest_name
         self._reject = reject
-        self._used: set[Path] = set()
+        self._used: set[Path] = set()  # label files loaded or refused: not reported again as unused
 
     def display_path(self, path: Path) -> str:
         """A label file's path as staff know it: relative to the folder holding the labels folder."""
         if self.labels_dir is not None:
-            try:
-                return path.resolve().relative_to(self.labels_dir.resolve().parent).as_posix()
-            except ValueError:
-                pass
+            for given, parent in ((path, self.labels_dir.parent), (path.resolve(), self.labels_dir.resolve().parent)):
+                try:
+                    return given.relative_to(parent).as_posix()
+                except ValueError:
+                    pass
         return path.name
+
+    def _inside(self, path: Path) -> bool:
+        """Whether ``path``, links and ``..`` resolved, lies in the labels folder."""
+        assert self.labels_dir is not None
+        root, resolved = self.labels_dir.resolve(), path.resolve()
+        return resolved == root or root in resolved.parents
+
+    def _link_out(self, path: Path | None, without: str) -> Path | None:
+        """``path``, unless it is a link out of the labels folder (reported, and None)."""
+        if path is None or self._inside(path):
+            return path
+        self._used.add(path.resolve())
+        self._reject(
+            Rejection(
+                "mask",
+                self.display_path(path),
+                f"a link to a file outside the labels folder: not read; case ingested without {without}",
+            )
+        )
+        return None
 
     def mask_path(self, series_instance_uid: str, row: ManifestRow | None) -> Path | None:
         """The series' mask file: the manifest's ``mask_file``, else ``<SeriesInstanceUID>.nii.gz``.
@@ -60,6 +86,18 @@ class LabelFiles:
                 )
                 return None
             path = self.labels_dir / row.mask_file
+            if Path(row.mask_file).is_absolute() or not self._inside(path):
+                self._used.add(path.resolve())
+                self._reject(
+                    Rejection(
+                        "manifest",
+                        self.manifest_name,
+                        f"line {row.line}: mask_file is outside the labels folder (an absolute path, or one "
+                        "leading out through '..' or a link): not read; give it relative to the labels folder; "
+                        "case ingested without a mask",
+                    )
+                )
+                return None
             if not path.is_file():
                 self._reject(
                     Rejection(
@@ -73,14 +111,14 @@ class LabelFiles:
             return path
         if self.labels_dir is None:
             return None
-        return default_mask_path(self.labels_dir, series_instance_uid)
+        return self._link_out(default_mask_path(self.labels_dir, series_instance_uid), "a mask")
 
     def companion_path(self, series_instance_uid: str, suffix: str) -> Path | None:
-        """``<labels>/<SeriesInstanceUID><suffix>`` when it exists."""
+        """``<labels>/<SeriesInstanceUID><suffix>`` when it exists (and is no link out of the labels folder)."""
         if self.labels_dir is None:
             return None
         path = self.labels_dir / f"{series_instance_uid}{suffix}"
-        return path if path.is_file() else None
+        return self._link_out(path, f"its {suffix} file") if path.is_file() else None
 
     def load(self, path: Path, loader: Callable[[Path], Loaded], *, series_label: str, without: str) -> Loaded | None:
         """``loader(path)``, or None with the reason reported when it raises MaskMismatch.
@@ -89,6 +127,7 @@ class LabelFiles:
         """
         self._used.add(path.resolve())
         try:
+            open_label_file(path)  # the header within the limits before any loader reads the data
             return loader(path)
         except MaskMismatch as mismatch:
             self._reject(
@@ -98,17 +137,22 @@ class LabelFiles:
             )
             return None
 
-    def report_unused(self) -> None:
-        """Report every mask-like file under the labels folder that no series used."""
+    def report_unused(self, series_not_used: Collection[str] = ()) -> None:
+        """Report every mask-like file under the labels folder that no series used.
+
+        Files of a series in ``series_not_used`` (``<SeriesInstanceUID>.nii.gz``, ``…_t1.nii.gz`` …:
+        a series recognised but of a kind not stored here) are passed over: the report lists the series.
+        """
         if self.labels_dir is None or not self.labels_dir.is_dir():
             return
         for path in sorted(self.labels_dir.rglob("*")):
+            if path.is_file() and path.name.split("_")[0].split(".nii")[0] in series_not_used:
+                continue
             if path.is_file() and path.name.endswith(MASK_SUFFIXES) and path.resolve() not in self._used:
-                self._reject(
-                    Rejection(
-                        "labels",
-                        self.display_path(path),
-                        "matches no ingested series (neither a manifest mask_file nor "
-                        "<SeriesInstanceUID>.nii.gz of a usable series)",
-                    )
+                reason = (
+                    "matches no ingested series (neither a manifest mask_file nor "
+                    "<SeriesInstanceUID>.nii.gz of a usable series)"
+                    if self._inside(path)
+                    else "a link to a file outside the labels folder: not read"
                 )
+                self._reject(Rejection("labels", self.display_path(path), reason))

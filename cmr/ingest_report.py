@@ -24,7 +24,8 @@ REPORT_FILE = "ingest-report.json"  # under SITE_DIR; rewritten on every run
 class Rejection:
     """Something the ingest could not use, and why.
 
-    ``kind`` is ``file``, ``series``, ``mask``, ``labels`` or ``manifest``; ``path``
+    ``kind`` is ``file``, ``series``, ``mask``, ``labels``, ``manifest`` or ``case`` (a stored
+    case kept as it was, rather than lose its mask or labels without ``--replace``); ``path``
     is relative to the DICOM folder for files and series, and names the label file or
     manifest (relative to the folder that holds it) otherwise.
     """

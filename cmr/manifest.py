@@ -1,6 +1,7 @@
 """The site manifest: case-level labels and attributes that DICOM lacks, and mask files.
 
-Format (CSV, header row, UTF-8 with or without BOM, comma or semicolon separated)::
+Format (CSV, header row, UTF-8 with or without BOM (or UTF-16 with its BOM), comma or
+semicolon separated)::
 
     patient_id,series_instance_uid,mask_file,ethnicity,scar_type,height_cm,weight_kg
 
@@ -18,13 +19,17 @@ height and weight are part of the format but are not stored (nothing uses them, 
 they add to re-identification risk). Other columns are
 ignored, and the report says so, so that a hospital's extra column (say, a medical
 record number) can never leak into the store.
+
+A line that is not UTF-8 (a manifest saved as Latin-1 or Windows-1252) or that the CSV
+reader cannot read is reported by line number and skipped; the rest is used.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -86,16 +91,42 @@ def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
         return csv.excel
 
 
+def _text_lines(raw: bytes, manifest: Manifest) -> list[str]:
+    """The file's lines as text; a line that is not UTF-8 is reported and left blank (so skipped)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16").splitlines()
+        except UnicodeDecodeError as error:
+            where = raw[: error.start].decode("utf-16", errors="replace").count("\n") + 1
+            manifest.problem(where, "not UTF-16, as its byte-order mark says: save the manifest as UTF-8; not read")
+            return []
+    lines = []
+    for number, line in enumerate(raw.removeprefix(codecs.BOM_UTF8).split(b"\n"), start=1):
+        try:
+            lines.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            manifest.problem(
+                number,
+                f"not UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1}): save the manifest as "
+                "UTF-8 (in Excel: CSV UTF-8); row skipped",
+            )
+            lines.append("")
+    return lines
+
+
 def read_manifest(path: Path) -> Manifest:
     """Read and check the manifest; problems with single rows are reported, not raised."""
     path = Path(path)
     manifest = Manifest(name=path.name, rows=[], problems=[])
-    text = path.read_text(encoding="utf-8-sig")
-    reader = csv.reader(text.splitlines(), _dialect(text))
+    lines = _text_lines(path.read_bytes(), manifest)
+    reader = csv.reader(lines, _dialect("\n".join(lines[:1])))
     try:
         header = [column.strip().lower() for column in next(reader)]
     except StopIteration:
         manifest.problem(None, "the file is empty (no header row)")
+        return manifest
+    except csv.Error as error:
+        manifest.problem(1, f"the header row cannot be read as CSV ({error})")
         return manifest
     if not set(IDENTIFIER_COLUMNS) & set(header):
         manifest.problem(
@@ -105,39 +136,47 @@ def read_manifest(path: Path) -> Manifest:
     unknown = [c for c in header if c and c not in KNOWN_COLUMNS]
     if unknown:
         manifest.problem(None, f"column(s) {', '.join(unknown)} ignored: not part of the manifest format")
-    for line, cells in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) > len(header):
-            manifest.problem(line, f"{len(cells)} cells but the header has {len(header)} columns; row skipped")
-            continue
-        values = {column: cell.strip() for column, cell in zip(header, cells, strict=False)}
-        kind_cell = values.get(SERIES_KIND_COLUMN, "").lower()
-        series_kind = None
-        if kind_cell:
-            try:
-                series_kind = SeriesKind(kind_cell)
-            except ValueError:
-                known = ", ".join(kind.value for kind in SeriesKind)
-                manifest.problem(line, f"series_kind {kind_cell!r} is not a series kind ({known}); row skipped")
-                continue
-            if not values.get("series_instance_uid"):
-                manifest.problem(line, "series_kind names one series: give its series_instance_uid; row skipped")
-                continue
-        row = ManifestRow(
-            line=line,
-            patient_id=values.get("patient_id", ""),
-            series_instance_uid=values.get("series_instance_uid", ""),
-            mask_file=values.get("mask_file", ""),
-            overrides={c: values[c] for c in OVERRIDE_COLUMNS if values.get(c)},
-            case_labels={c: values[c] for c in CASE_LABEL_COLUMNS if values.get(c)},
-            series_kind=series_kind,
-        )
-        if not row.patient_id and not row.series_instance_uid:
-            manifest.problem(line, "neither patient_id nor series_instance_uid given; row skipped")
-            continue
-        manifest.rows.append(row)
+    try:
+        for line, cells in enumerate(reader, start=2):
+            _add_row(manifest, header, line, cells)
+    except csv.Error as error:
+        manifest.problem(reader.line_num, f"cannot be read as CSV ({error}); this and later rows skipped")
     return manifest
+
+
+def _add_row(manifest: Manifest, header: list[str], line: int, cells: list[str]) -> None:
+    """One data row, checked: added to the manifest's rows, or its problem reported."""
+    if not any(cell.strip() for cell in cells):
+        return
+    if len(cells) > len(header):
+        manifest.problem(line, f"{len(cells)} cells but the header has {len(header)} columns; row skipped")
+        return
+    values = {column: cell.strip() for column, cell in zip(header, cells, strict=False)}
+    kind_cell = values.get(SERIES_KIND_COLUMN, "").lower()
+    series_kind = None
+    if kind_cell:
+        try:
+            series_kind = SeriesKind(kind_cell)
+        except ValueError:
+            known = ", ".join(kind.value for kind in SeriesKind)
+            manifest.problem(line, f"series_kind {kind_cell!r} is not a series kind ({known}); row skipped")
+            return
+        if not values.get("series_instance_uid"):
+            manifest.problem(line, "series_kind names one series: give its series_instance_uid; row skipped")
+            return
+    row = ManifestRow(
+        line=line,
+        patient_id=values.get("patient_id", ""),
+        series_instance_uid=values.get("series_instance_uid", ""),
+        mask_file=values.get("mask_file", ""),
+        overrides={c: values[c] for c in OVERRIDE_COLUMNS if values.get(c)},
+        case_labels={c: values[c] for c in CASE_LABEL_COLUMNS if values.get(c)},
+        series_kind=series_kind,
+    )
+    if not row.patient_id and not row.series_instance_uid:
+        manifest.problem(line, "neither patient_id nor series_instance_uid given; row skipped")
+        return
+    manifest.rows.append(row)
 
 
 def kind_overrides(manifest: Manifest) -> dict[str, SeriesKind]:
@@ -145,12 +184,15 @@ def kind_overrides(manifest: Manifest) -> dict[str, SeriesKind]:
     return {row.series_instance_uid: row.series_kind for row in manifest.rows if row.series_kind is not None}
 
 
-def match_rows(manifest: Manifest, series: Sequence[NamedSeries]) -> dict[str, ManifestRow]:
+def match_rows(
+    manifest: Manifest, series: Sequence[NamedSeries], not_used: Collection[str] = ()
+) -> dict[str, ManifestRow]:
     """Manifest row for each usable series (by SeriesInstanceUID); problems go to the manifest.
 
     A row naming a series_instance_uid matches that series; a row with only a
-    patient_id matches the patient's only usable series. Reasons name line numbers,
-    never the identifiers themselves.
+    patient_id matches the patient's only usable series. A row naming a series in
+    ``not_used`` (recognised, of a kind no task reads here) is passed over quietly: the
+    report lists that series already. Reasons name line numbers, never the identifiers.
     """
     by_uid = {s.series_instance_uid: s for s in series}
     by_patient: dict[str, list[NamedSeries]] = defaultdict(list)
@@ -160,6 +202,8 @@ def match_rows(manifest: Manifest, series: Sequence[NamedSeries]) -> dict[str, M
     for row in sorted(manifest.rows, key=lambda r: (not r.series_instance_uid, r.line)):
         if row.series_instance_uid:
             target = by_uid.get(row.series_instance_uid)
+            if target is None and row.series_instance_uid in not_used:
+                continue
             if target is None:
                 manifest.problem(
                     row.line, "its series_instance_uid matches no usable series (missing, or rejected above)"

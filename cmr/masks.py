@@ -5,6 +5,10 @@ A mask must lie on the series' voxel grid: same shape and the same RAS affine as
 ``cmr.geometry``). A mask written in another voxel order of the same grid (axes
 flipped or swapped, as some converters do) is reoriented with nibabel; anything else
 is rejected with the reason, and the case is then ingested without a mask.
+
+A label file's shape is checked from its header before its data is read
+(:func:`open_label_file`, and the series' shape in :func:`load_mask`): a small
+``.nii.gz`` can claim, and inflate to, gigabytes.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ import numpy as np
 from nibabel.orientations import io_orientation, ornt_transform
 from nibabel.spatialimages import SpatialImage
 
+from cmr.dicom_limits import MAX_COLUMNS, MAX_FRAMES, MAX_ROWS
 from cmr.geometry import StackGeometry, affines_match, nifti_array_to_stack
 from cmr.labels import TissueLabel
 
 MASK_SUFFIXES = (".nii.gz", ".nii")
+# A label file (a mask, a reference map) lies on one series' grid, so no axis is longer
+# than a series' can be (cmr.dicom_limits), and its data is at most a uint8 mask
+# of the largest series a site decodes (1 GiB of float32 is 256 Mi voxels).
+MAX_LABEL_AXIS = max(MAX_ROWS, MAX_COLUMNS, MAX_FRAMES)
+MAX_LABEL_FILE_BYTES = 256 << 20
 
 
 class MaskMismatch(Exception):
@@ -43,23 +53,49 @@ def _corner_distance_mm(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) ->
     return float(np.linalg.norm((a @ corners - b @ corners)[:3], axis=0).max())
 
 
-def load_mask(path: Path, geometry: StackGeometry, stack_shape: tuple[int, int, int]) -> np.ndarray:
-    """The mask as uint8 ``[slice, row, column]`` on the series' grid, or MaskMismatch."""
+def open_label_file(path: Path) -> SpatialImage:
+    """A NIfTI label file whose header is within the limits, its data not yet read; MaskMismatch says why not."""
     try:
         image = nib.load(path)
         if not isinstance(image, SpatialImage):
             raise TypeError(f"{type(image).__name__} is not a volume")
-        data = np.asanyarray(image.dataobj)
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+        dtype = np.dtype(image.header.get_data_dtype())
     except Exception as error:
         raise MaskMismatch(f"cannot be read as NIfTI ({type(error).__name__}: {error})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., np.newaxis]
-    if data.ndim != 3:
-        raise MaskMismatch(f"has {data.ndim} dimensions; a mask is one 3D volume")
+    if any(n > MAX_LABEL_AXIS for n in shape) or int(np.prod(shape)) * dtype.itemsize > MAX_LABEL_FILE_BYTES:
+        raise MaskMismatch(
+            f"header says shape {shape} of {dtype}: beyond the limit for a label file (axes up to "
+            f"{MAX_LABEL_AXIS}, {MAX_LABEL_FILE_BYTES >> 20} MiB of data); not read"
+        )
+    return image
+
+
+def _volume_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A NIfTI shape as one volume's: trailing unit axes dropped, a 2D image one slice."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return (*shape, 1) if len(shape) == 2 else shape
+
+
+def load_mask(path: Path, geometry: StackGeometry, stack_shape: tuple[int, int, int]) -> np.ndarray:
+    """The mask as uint8 ``[slice, row, column]`` on the series' grid, or MaskMismatch.
+
+    The shape is checked from the header first: only a file holding the series' voxels,
+    in some axis order, is read.
+    """
+    image = open_label_file(path)
     n_slices, n_rows, n_columns = stack_shape
     expected_shape = (n_columns, n_rows, n_slices)
+    shape = _volume_shape(tuple(int(n) for n in image.header.get_data_shape()))
+    if len(shape) != 3:
+        raise MaskMismatch(f"has {len(shape)} dimensions; a mask is one 3D volume")
+    if sorted(shape) != sorted(expected_shape):  # no reorientation makes it fit
+        raise MaskMismatch(f"shape {shape} [column,row,slice] does not match the series' {expected_shape}")
+    try:
+        data: np.ndarray = np.asanyarray(image.dataobj).reshape(shape)
+    except Exception as error:
+        raise MaskMismatch(f"cannot be read as NIfTI ({type(error).__name__}: {error})") from None
     target = geometry.affine_ras()
     affine = image.affine
     if not (data.shape == expected_shape and affines_match(affine, target)):

@@ -9,14 +9,22 @@ Layout under ``SITE_DIR/store``::
 
 ``case_id`` is a salted hash of the hospital's identifiers (``cmr.deid``); nothing
 in the store can be traced back without the site's salt, which never leaves the
-site. Writing the same case twice with the same content changes nothing.
+site. The index records the salt's fingerprint (``store_meta``), so that ingest can
+refuse a salt that is not the store's own. Writing the same case twice with the same
+content changes nothing.
+
+The store is its owner's alone: folders 0700, files 0600 (by their mode when created,
+not by the process's umask, which other threads share); :meth:`CaseStore.restrict_permissions`
+tightens a store written before, or copied carelessly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 import zipfile
 from collections.abc import Collection, Iterator
 from contextlib import closing
@@ -48,6 +56,34 @@ CREATE TABLE IF NOT EXISTS cases (
     affine_ras_json    TEXT NOT NULL
 );
 """
+# Created by the first write that needs it, so that reading an older store never writes to it.
+_META_SCHEMA = "CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_SALT_FINGERPRINT = "salt_fingerprint"
+FOLDER_MODE, FILE_MODE = 0o700, 0o600
+
+
+def owner_only_folder(path: Path) -> None:
+    """Create ``path`` (and its missing parents) as folders only their owner may enter."""
+    for folder in reversed([path, *path.parents]):
+        if not folder.is_dir():
+            folder.mkdir(mode=FOLDER_MODE)
+            os.chmod(folder, FOLDER_MODE)  # mkdir's mode is narrowed by the umask, never widened
+
+
+def open_owner_only(path: Path) -> int:
+    """A descriptor of ``path``, created or emptied, readable by its owner only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(descriptor, FILE_MODE)  # an existing file keeps its mode through O_CREAT
+    return descriptor
+
+
+def write_owner_only(path: Path, content: bytes) -> None:
+    """Write ``path`` whole (through a temporary file), readable by its owner only."""
+    owner_only_folder(path.parent)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with os.fdopen(open_owner_only(temporary), "wb") as handle:
+        handle.write(content)
+    os.replace(temporary, path)
 
 
 @dataclass(frozen=True)
@@ -84,7 +120,10 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     Float images barely compress: level 6 made files 15 % smaller than level 1 but
     took 5x the time, half of all ingest time. ``np.load`` reads either.
     """
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with (
+        os.fdopen(open_owner_only(path), "wb") as handle,
+        zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+    ):
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
@@ -105,6 +144,28 @@ def content_sha256(
     return digest.hexdigest()
 
 
+_ENTRY_COLUMNS = (
+    "case_id, n_slices, n_rows, n_columns, row_spacing_mm, column_spacing_mm, slice_spacing_mm, has_mask,"
+    " sex, age_band, ethnicity, vendor, field_strength, case_labels_json, affine_ras_json"
+)
+
+
+def _entry_of_row(r: tuple) -> CaseEntry:
+    return CaseEntry(
+        case_id=r[0],
+        n_slices=r[1],
+        n_rows=r[2],
+        n_columns=r[3],
+        row_spacing_mm=r[4],
+        column_spacing_mm=r[5],
+        slice_spacing_mm=r[6],
+        has_mask=bool(r[7]),
+        attributes=SubgroupAttributes(*r[8:13]),
+        case_labels=json.loads(r[13]),
+        affine_ras=tuple(tuple(row) for row in json.loads(r[14])),
+    )
+
+
 class CaseStore:
     def __init__(self, site_dir: Path | str) -> None:
         self.root = Path(site_dir) / "store"
@@ -115,10 +176,53 @@ class CaseStore:
         return self.index_path.is_file()
 
     def _connect(self) -> sqlite3.Connection:
-        self.cases_dir.mkdir(parents=True, exist_ok=True)
+        owner_only_folder(self.cases_dir)
+        if not self.index_path.exists():
+            os.close(open_owner_only(self.index_path))  # SQLite takes an empty file as a new database
         connection = sqlite3.connect(self.index_path)
         connection.execute(_SCHEMA)
         return connection
+
+    def salt_fingerprint(self) -> str | None:
+        """The fingerprint of the salt the store was written with (``cmr.deid.salt_fingerprint``), if recorded."""
+        if not self.exists():
+            return None
+        with closing(self._connect()) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'store_meta'").fetchone() is None:
+                return None  # a store from before fingerprints were recorded
+            row = db.execute("SELECT value FROM store_meta WHERE key = ?", (_SALT_FINGERPRINT,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_salt_fingerprint(self, fingerprint: str) -> None:
+        """Record the salt's fingerprint once; a store keeps the salt it was first written with."""
+        with closing(self._connect()) as db, db:
+            db.execute(_META_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO store_meta VALUES (?, ?)", (_SALT_FINGERPRINT, fingerprint))
+
+    def restrict_permissions(self) -> list[Path]:
+        """Make every folder 0700 and file 0600 under the store; the paths that were open to others."""
+        loosened = []
+        for path in [self.root, *self.root.rglob("*")] if self.root.is_dir() else []:
+            if path.is_symlink():
+                continue
+            wanted = FOLDER_MODE if path.is_dir() else FILE_MODE
+            if stat.S_IMODE(path.stat().st_mode) & ~wanted:
+                os.chmod(path, wanted)
+                loosened.append(path)
+        return loosened
+
+    def entry(self, case_id: str) -> CaseEntry | None:
+        """The index row of one case, or None when it is not stored."""
+        if not self.exists():
+            return None
+        with closing(self._connect()) as db:
+            row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        return None if row is None else _entry_of_row(row)
+
+    def array_names(self, case_id: str) -> set[str]:
+        """The names of a stored case's arrays ("image", "mask", further ones), read without loading them."""
+        with zipfile.ZipFile(self.cases_dir / f"{case_id}.npz") as archive:
+            return {name.removesuffix(".npy") for name in archive.namelist()}
 
     def put(
         self,
@@ -193,28 +297,8 @@ class CaseStore:
         if not self.exists():
             return []
         with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT case_id, n_slices, n_rows, n_columns, row_spacing_mm,"
-                " column_spacing_mm, slice_spacing_mm, has_mask, sex, age_band, ethnicity,"
-                " vendor, field_strength, case_labels_json, affine_ras_json"
-                " FROM cases ORDER BY case_id"
-            ).fetchall()
-        return [
-            CaseEntry(
-                case_id=r[0],
-                n_slices=r[1],
-                n_rows=r[2],
-                n_columns=r[3],
-                row_spacing_mm=r[4],
-                column_spacing_mm=r[5],
-                slice_spacing_mm=r[6],
-                has_mask=bool(r[7]),
-                attributes=SubgroupAttributes(*r[8:13]),
-                case_labels=json.loads(r[13]),
-                affine_ras=tuple(tuple(row) for row in json.loads(r[14])),
-            )
-            for r in rows
-        ]
+            rows = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM cases ORDER BY case_id").fetchall()
+        return [_entry_of_row(row) for row in rows]
 
     def load(self, entry: CaseEntry) -> StoredCase:
         with np.load(self.cases_dir / f"{entry.case_id}.npz") as arrays:

@@ -113,15 +113,27 @@ def site_ingest(
     site_dir: Annotated[Path, typer.Option(help="The site's folder (case store, reports).")],
     manifest: Annotated[Path | None, typer.Option(help="CSV of case-level labels and attributes.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Folder of reference masks (NIfTI).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            help="Store each case as this run reads it, even where that drops a mask or case label the stored"
+            " case has (by default they are kept, and reported)."
+        ),
+    ] = False,
+    follow_links: Annotated[
+        bool,
+        typer.Option(help="Read links to files and folders outside DICOM_DIR (by default reported, not read)."),
+    ] = False,
 ) -> None:
     """De-identify a DICOM folder into the site's local case store (idempotent).
 
     Only series of the kinds the tasks read are stored; the report lists every other
     series (localizers, long-axis cines, other body parts …) with the kind it was taken for.
+    A stored case never loses its mask or labels to a run that lacks them, unless --replace.
     """
     from rich.progress import Progress
 
-    from cmr.ingest import ingest_site
+    from cmr.ingest import SaltMismatch, ingest_site
     from tasks.registry import tasks_by_series_kind
 
     kinds = tasks_by_series_kind()
@@ -135,9 +147,11 @@ def site_ingest(
                 labels_dir=labels,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
                 kinds=kinds,
+                replace=replace,
+                follow_links=follow_links,
             )
-    except FileNotFoundError as missing:
-        fail(str(missing))
+    except (FileNotFoundError, SaltMismatch) as impossible:  # a missing folder; a damaged, lost or changed salt
+        fail(str(impossible))
     console.print(report.describe())
 
 

@@ -8,6 +8,7 @@ byte search of the site folder cannot hit them by chance.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def slice_dataset(
     *,
     slope: float = 1.0,
     intercept: float = 0.0,
-    header: dict[str, object] | None = None,
+    header: Mapping[str, object] | None = None,
 ) -> Dataset:
     """One MR slice with the patient's identifiers everywhere a header can hide them."""
     ds = Dataset()
@@ -187,6 +188,7 @@ def slice_dataset(
             delattr(ds, keyword)
         else:
             setattr(ds, keyword, given)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID  # one instance, one UID, however it was given
     return ds
 
 
@@ -214,7 +216,7 @@ def write_series(
     slope: float = 2.0,
     intercept: float = -100.0,
     seed: int = 0,
-    header: dict[str, object] | None = None,
+    header: Mapping[str, object] | None = None,
     file_order: str = "reversed",
 ) -> WrittenSeries:
     """One file per slice under ``folder``; files named against the slice order on purpose."""

@@ -210,7 +210,7 @@ def test_a_deidentified_header_is_kept_per_case(ingested, hospital: Hospital):
         300.0,
     )
     assert list(header.ImagePositionPatient) == pytest.approx(list(hospital.a1.geometry.first_position), abs=1e-3)
-    assert not header.PatientName and "InstitutionName" not in header and "PixelData" not in header
+    assert "PatientName" not in header and "InstitutionName" not in header and "PixelData" not in header
 
 
 # ------------------------------------------------------------------- de-identification

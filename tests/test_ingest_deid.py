@@ -1,4 +1,4 @@
-"""De-identification: the site salt, pseudonyms and the PS3.15 basic profile."""
+"""De-identification: the site salt, pseudonyms, the allowlist and the PS3.15 basic profile."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import MRImageStorage
 
 from cmr.deid import (
     ACTION_BY_TAG,
+    KEPT_ATTRIBUTES,
     SALT_FILE,
     case_id_for,
     deidentify,
@@ -119,16 +122,14 @@ def test_deidentification_leaves_the_input_untouched():
 def test_profile_actions_are_applied_at_every_level():
     identity, dataset = _dataset()
     clean = deidentify(dataset, SALT)
-    assert not clean.PatientName and "PatientName" in clean  # Z: present, empty
-    assert "InstitutionName" not in clean  # X/Z/D → X
-    assert "PatientAge" not in clean and "EthnicGroup" not in clean  # X: kept only as normalised bands
-    assert "RequestAttributesSequence" not in clean  # X, with the nested accession number
+    assert "PatientName" not in clean  # not kept at all, let alone emptied
+    assert "InstitutionName" not in clean
+    assert "PatientAge" not in clean and "EthnicGroup" not in clean  # kept only as normalised bands
+    assert "RequestAttributesSequence" not in clean  # with the nested accession number
     assert "ReferencedPerformedProcedureStepSequence" not in clean
-    assert clean.PatientID == pseudonym(SALT, "PatientID", identity.values["PatientID"])
-    assert len(clean.AccessionNumber) == 16  # SH allows 16 characters
-    assert clean.StudyInstanceUID == pseudonym_uid(SALT, identity.study_uid)
-    assert clean.CreatorVersionUID == pseudonym_uid(SALT, identity.frame_of_reference_uid)  # safety net
-    assert clean.FrameOfReferenceUID == clean.CreatorVersionUID  # one UID, one pseudonym
+    assert clean.PatientID == pseudonym(SALT, "PatientID", identity.values["PatientID"])  # H on a kept attribute
+    assert clean.StudyInstanceUID == pseudonym_uid(SALT, identity.study_uid)  # U on a kept attribute
+    assert clean.FrameOfReferenceUID == pseudonym_uid(SALT, identity.frame_of_reference_uid)
     assert not any(element.tag.is_private for element in clean.iterall())
     assert not any(element.tag.group == 0x6000 for element in clean.iterall())
     assert not hasattr(clean, "file_meta") or "MediaStorageSOPInstanceUID" not in clean.file_meta
@@ -150,20 +151,39 @@ def test_registry_uids_and_acquisition_parameters_are_kept():
         "PixelSpacing",
     ):
         assert clean[keyword].value == dataset[keyword].value, keyword
-    assert clean.ProcedureCodeSequence[0].CodeMeaning == "Late gadolinium enhancement"
 
 
-def test_person_names_outside_the_table_are_emptied():
+def test_only_the_allowlisted_attributes_are_kept():
     _, dataset = _dataset()
     dataset.EvaluatorName = "SCREENER^NOT^LISTED"  # a person's name Table E.1-1 does not list
-    assert dataset["EvaluatorName"].tag not in ACTION_BY_TAG
+    dataset.add_new(0x00089123, "UI", uid("unlisted"))  # CreatorVersionUID: not in Table E.1-1
+    dataset.PatientBirthDateInAlternativeCalendar = "1380/01/15"  # nor this
+    dataset.add_new(0x00331001, "LO", "a public tag no dictionary knows")
     clean = deidentify(dataset, SALT)
-    assert not clean.EvaluatorName
+    kept = {keyword_for_tag(element.tag) for element in clean.iterall()}
+    assert kept <= KEPT_ATTRIBUTES
+    assert {"SoftwareVersions", "ProcedureCodeSequence", "SeriesDescription", "StudyDate"}.isdisjoint(kept)
+    assert {"PatientID", "SeriesInstanceUID", "Manufacturer", "InversionTime", "PixelSpacing"} <= kept
 
 
-def test_a_uid_in_an_unlisted_attribute_is_hashed_but_registry_uids_are_not():
+def test_no_kept_attribute_is_one_the_profile_removes():
+    removed = {keyword_for_tag(tag) for tag, action in ACTION_BY_TAG.items() if action == "X"}
+    assert KEPT_ATTRIBUTES.isdisjoint(removed)
+
+
+def test_a_uid_nested_in_a_kept_sequence_is_hashed_but_registry_uids_are_not():
     _, dataset = _dataset()
-    hospital_uid = uid("unlisted")
-    dataset.add_new(0x00089123, "UI", hospital_uid)  # CreatorVersionUID: not in Table E.1-1
+    hospital_uid = uid("nested")
+    group = Dataset()
+    group.PixelMeasuresSequence = Sequence([Dataset()])
+    group.PixelMeasuresSequence[0].PixelSpacing = [1.5, 1.5]
+    group.PlanePositionSequence = Sequence([Dataset()])
+    group.PlanePositionSequence[0].add_new(0x00081155, "UI", hospital_uid)  # ReferencedSOPInstanceUID: not kept
+    dataset.SharedFunctionalGroupsSequence = Sequence([group])
+    dataset.FrameOfReferenceUID = hospital_uid
     clean = deidentify(dataset, SALT)
-    assert clean[0x00089123].value == pseudonym_uid(SALT, hospital_uid)
+    [shared] = clean.SharedFunctionalGroupsSequence
+    assert shared.PixelMeasuresSequence[0].PixelSpacing == [1.5, 1.5]
+    assert len(shared.PlanePositionSequence[0]) == 0  # the unlisted UID dropped, not merely hashed
+    assert clean.FrameOfReferenceUID == pseudonym_uid(SALT, hospital_uid)
+    assert clean.SOPClassUID == MRImageStorage  # a registry UID stays itself

@@ -284,7 +284,7 @@ def test_a_copied_file_is_used_once(tmp_path: Path):
     [rejection] = scan.rejections
     assert (rejection.path, rejection.reason) == (
         "s/IM_0003.dcm",
-        "a copy of copy.dcm (same SOPInstanceUID); copy left out",
+        "a copy of copy.dcm (same SOPInstanceUID and pixels); copy left out",
     )
 
 

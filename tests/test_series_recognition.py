@@ -22,7 +22,7 @@ from cmr.ingest import ingest_site
 from cmr.series_kinds import SeriesKind
 from cmr.series_recognition import recognise_series
 from cmr.store import CaseStore
-from ingest_fixtures import Identity, write_series
+from ingest_fixtures import Identity, uid, write_series
 
 NIBABEL_DATA = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
 
@@ -42,7 +42,7 @@ def test_real_vendor_files_are_never_stored_as_lge_and_the_report_names_their_ki
     for name in ("0.dcm", "1.dcm"):  # the same diffusion series, other b-values
         shutil.copy(NIBABEL_DATA / name, dicom / "dwi" / name)
     (dicom / "head").mkdir()
-    shutil.copy(get_testdata_file("MR_small.dcm", download=False), dicom / "head" / "MR_small.dcm")
+    shutil.copy(str(get_testdata_file("MR_small.dcm", download=False)), dicom / "head" / "MR_small.dcm")
 
     report = ingest_site(dicom, tmp_path / "site")
     assert report.cases_written == 0 and len(CaseStore(tmp_path / "site")) == 0
@@ -64,7 +64,7 @@ def test_a_localizer_is_recognised_by_its_type_its_name_or_its_three_planes(tmp_
     planes = tmp_path / "three-planes"
     for k, orientation in enumerate(([0, 1, 0, 0, 0, -1], [1, 0, 0, 0, 0, -1], [1, 0, 0, 0, 1, 0])):
         header = {"InversionTime": None, "ScanningSequence": "GR", "SeriesDescription": "tripilot",
-                  "ImageOrientationPatient": orientation}  # fmt: skip
+                  "ImageOrientationPatient": orientation, "SOPInstanceUID": uid("sop", identity.key, 3, k)}  # fmt: skip
         write_series(planes / str(k), identity, series_number=3, n_slices=1, seed=k, header=header)
     kinds = kinds_of(tmp_path)
     assert kinds == {"ge": SeriesKind.LOCALIZER, "philips": SeriesKind.LOCALIZER, "three-planes": SeriesKind.LOCALIZER}
@@ -120,7 +120,8 @@ def _frames_at_one_position(folder: Path, identity: Identity, number: int, times
     for k, time in enumerate(times):
         one = write_series(
             folder / str(k), identity, series_number=number, n_slices=1,
-            header={"InversionTime": time, "InstanceNumber": k + 1, **header},
+            header={"InversionTime": time, "InstanceNumber": k + 1,
+                    "SOPInstanceUID": uid("sop", identity.key, number, k), **header},
         )  # fmt: skip
         for path in one.files:
             path.rename(folder / f"IM_{k:03d}.dcm")

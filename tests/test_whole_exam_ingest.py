@@ -87,3 +87,16 @@ def test_the_inventory_shows_each_exam_by_kind_and_the_tasks_it_can_feed(hospita
     assert all(exam["tasks"] == ["lge", "mapping"] for exam in inventory["exams"])
     assert inventory["tasks_by_kind"]["lge-stack"] == ["lge"] and inventory["tasks_by_kind"]["localizer"] == []
     assert "no task (not ingested)" in result.output
+
+
+def test_a_site_storing_one_kind_reports_no_problem_with_the_other_kinds_labels_or_rows(hospitals, tmp_path: Path):
+    """The LGE demo's sites store LGE stacks only: the MOLLI series' label files and manifest
+    rows belong to series the report lists as not used, and are no problem."""
+    root, spec = hospitals
+    hospital = root / spec.sites[0].site_id
+    report = ingest_site(
+        hospital / "dicom", tmp_path / "site", hospital / "manifest.csv", hospital / "labels", kinds=["lge-stack"]
+    )
+    assert report.rejections == []
+    assert report.cases_written == len(spec.cases_at(spec.sites[0].site_id))
+    assert report.not_used_by_kind()["molli-t1"] == 2 * report.cases_written

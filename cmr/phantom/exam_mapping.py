@@ -26,7 +26,7 @@ from cmr.phantom import knobs
 from cmr.phantom.anatomy import HeartPlan, MyocardialPattern, Tissue, classify_plane
 from cmr.phantom.lge_signal import point_spread, rician_magnitude_f32
 from cmr.phantom.long_axis import HeartFrame, PlaneImage, plane_image
-from cmr.phantom.mapping import MID_VENTRICULAR_LEVEL, NATIVE_SCHEME, POST_SCHEME, SLICE_THICKNESS_MM, _sample_grid
+from cmr.phantom.mapping import MID_VENTRICULAR_LEVEL, NATIVE_SCHEME, POST_SCHEME, SLICE_THICKNESS_MM, sample_grid
 from cmr.physics.molli import molli_inversion_times, molli_signed_signal
 from cmr.physics.t2prep import DEFAULT_T2PREP_MS, t2prep_signal
 
@@ -58,10 +58,10 @@ def mapping_slice(
     z = MID_VENTRICULAR_LEVEL * heart.long_axis_mm
     centre = frame.to_patient(-heart_offset_mm[0], -heart_offset_mm[1], z)
     image = plane_image(centre, frame.x, frame.y, rows, columns, pixel)
-    x, y = _sample_grid((rows, columns), pixel, heart_offset_mm, 1)
+    x, y = sample_grid((rows, columns), pixel, heart_offset_mm, 1)
     tissue = classify_plane(heart, scar, np.ascontiguousarray(x), np.ascontiguousarray(y), z)
     s = knobs.IN_PLANE_SUPERSAMPLING
-    xs, ys = (np.ascontiguousarray(v) for v in _sample_grid((rows, columns), pixel, heart_offset_mm, s))
+    xs, ys = (np.ascontiguousarray(v) for v in sample_grid((rows, columns), pixel, heart_offset_mm, s))
     depths = ((np.arange(knobs.THROUGH_PLANE_SAMPLES) + 0.5) / knobs.THROUGH_PLANE_SAMPLES - 0.5) * SLICE_THICKNESS_MM
     pixel_index = (np.arange(rows)[:, None, None, None] * columns + np.arange(columns)[None, None, :, None]) * len(
         Tissue

@@ -113,7 +113,7 @@ def _slice_geometry(rng: np.random.Generator, shape: tuple[int, int], pixel: flo
     )
 
 
-def _sample_grid(shape: tuple[int, int], pixel: float, offset_mm: tuple[float, float], supersampling: int):
+def sample_grid(shape: tuple[int, int], pixel: float, offset_mm: tuple[float, float], supersampling: int):
     """(x, y) in mm relative to the LV axis, 2-D, ``supersampling`` samples per pixel and axis."""
     rows, columns = shape
     sub = (np.arange(supersampling) + 0.5) / supersampling - 0.5
@@ -169,7 +169,7 @@ def _render_series(
 ) -> np.ndarray:
     """Noise-free signed signal (frames, rows, cols) with partial volume; ``tables`` is (frames, tissues)."""
     s = knobs.IN_PLANE_SUPERSAMPLING
-    x, y = _sample_grid(shape, pixel, offset_mm, s)
+    x, y = sample_grid(shape, pixel, offset_mm, s)
     thickness = (np.arange(knobs.THROUGH_PLANE_SAMPLES) + 0.5) / knobs.THROUGH_PLANE_SAMPLES - 0.5
     rows, columns = shape
     signal = np.zeros((tables.shape[0], rows, columns), dtype=np.float32)
@@ -252,7 +252,7 @@ def simulate_mapping_case(
     z_mm = MID_VENTRICULAR_LEVEL * heart.long_axis_mm
 
     # Ground truth: motion-free tissue at pixel centres.
-    x, y = _sample_grid(shape, pixel, offset, 1)
+    x, y = sample_grid(shape, pixel, offset, 1)
     tissue = classify_plane(heart, scar, np.ascontiguousarray(x), np.ascontiguousarray(y), z_mm)
     per_tissue = _tissue_arrays(examination)
 

@@ -1,7 +1,7 @@
 """LGE scar segmentation: the task the Flower apps call (train / evaluate), plain PyTorch.
 
-Each site's labelled cases are split once and for all into training and
-validation cases (``tasks.base.validation_case_ids``); the shared loop
+Each site's labelled cases are split once and for all, by patient, into training
+and validation cases (``tasks.base.validation_case_ids``); the shared loop
 (``tasks.training``) trains on the first, ``evaluate`` scores the second case by
 case on the original image grid.
 """
@@ -58,6 +58,13 @@ from tasks.lge.metrics import METRIC_NAMES, SUMMARY_METRICS, case_metrics, nan_m
 from tasks.lge.network import build_unet
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """What the split puts on one side: a patient's cases, hashed by the house split as a case id would be."""
+
+    case_id: str
+
+
 @dataclass
 class LgeScarSegmentation(Task):
     """Segment healthy myocardium and scar in short-axis LGE; score myocardium, scar and burden."""
@@ -92,11 +99,21 @@ class LgeScarSegmentation(Task):
         return build_unet(self.channels, self.num_res_units)
 
     def split(self, store: CaseStore) -> tuple[list[PreprocessedCase], list[PreprocessedCase]]:
-        """The store's labelled cases, preprocessed: (training cases, validation cases)."""
+        """The store's labelled cases, preprocessed: (training cases, validation cases).
+
+        Split by patient with the house rule of tasks.base, so that no patient's series sit
+        on both sides; a case whose patient is unknown (no stored header) is its own unit.
+        """
         cases = preprocessed_cases(store, self.geometry)
-        validation_ids = validation_case_ids((c.entry for c in cases), self.validation_fraction)
-        validation = [c for c in cases if c.entry.case_id in validation_ids]
-        training = [c for c in cases if c.entry.case_id not in validation_ids]
+        patients = patient_keys(store, (c.entry for c in cases))
+        unit_of = {}
+        for case in cases:
+            patient = patients[case.entry.case_id]
+            unit_of[case.entry.case_id] = patient if patient.startswith("patient:") else case.entry.case_id
+        units = [_Unit(case_id=unit) for unit in sorted(set(unit_of.values()))]
+        chosen = validation_case_ids(units, self.validation_fraction)
+        validation = [c for c in cases if unit_of[c.entry.case_id] in chosen]
+        training = [c for c in cases if unit_of[c.entry.case_id] not in chosen]
         return training, validation
 
     # ---------------------------------------------------------------- training (tasks.training runs it)

@@ -1,8 +1,8 @@
 """Motion-robust T1 mapping: the task the Flower apps call (train / evaluate), plain PyTorch.
 
-The site's MOLLI series (``cmr.mapping_store``) are split by study into training
-and validation studies, so that the native and post-contrast series of one
-examination stay together (ECV needs both). ``train`` fits the network to the
+The site's MOLLI series (``cmr.mapping_store``) are split by patient into training
+and validation patients, so that a patient's examinations, and the native and
+post-contrast series of one examination (ECV needs both), stay together. ``train`` fits the network to the
 reference T1 maps from frames moved by synthetic motion; ``evaluate`` maps each
 validation series on its own grid, without added motion, and scores it per study
 (``tasks.mapping.metrics``).
@@ -65,9 +65,9 @@ class PreparedSeries:
 
 @dataclass(frozen=True)
 class _Study:
-    """One examination, split as a unit: its native and post-contrast series stay on one side."""
+    """A patient's examinations (or one examination, patient unknown), split as a unit."""
 
-    case_id: str  # the study's id, hashed by the house split as a case id would be
+    case_id: str  # the patient's or study's key, hashed by the house split as a case id would be
 
 
 @dataclass
@@ -112,11 +112,23 @@ class MotionRobustT1Mapping(Task):
         return _CACHE.get(store, self)
 
     def split(self, store: CaseStore) -> tuple[list[PreparedSeries], list[PreparedSeries]]:
-        """(training series, validation series), split by study with the house rule of tasks.base."""
+        """(training series, validation series), split by patient with the house rule of tasks.base.
+
+        A patient's examinations, and each examination's native and post-contrast series,
+        stay on one side; a study whose patient is unknown (no stored header) is its own unit.
+        """
         series = self.prepared(store)
-        studies = [_Study(case_id=study) for study in sorted({s.case.study for s in series})]
-        chosen = validation_case_ids(studies, self.validation_fraction)
-        return [s for s in series if s.case.study not in chosen], [s for s in series if s.case.study in chosen]
+        patients = patient_keys(store, (s.case.entry for s in series))
+        unit_of = {}
+        for s in series:
+            patient = patients[s.case.entry.case_id]
+            unit_of[s.case.entry.case_id] = patient if patient.startswith("patient:") else s.case.study
+        units = [_Study(case_id=unit) for unit in sorted(set(unit_of.values()))]
+        chosen = validation_case_ids(units, self.validation_fraction)
+        return (
+            [s for s in series if unit_of[s.case.entry.case_id] not in chosen],
+            [s for s in series if unit_of[s.case.entry.case_id] in chosen],
+        )
 
     def training_set(
         self, series: Sequence[PreparedSeries], groups: Sequence[Sequence[int]], seed: int
