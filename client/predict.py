@@ -1,19 +1,19 @@
 """Run a pulled, verified model on one local DICOM series (``cmrfl predict``).
 
-Nothing here leaves the site. The model is the task's own network with the signed
-weights (verified again right before loading); what it writes is the task's to say
-(``Task.predict``): the LGE task writes a scar segmentation, the scar burden and an
-overlay.
+Nothing here leaves the site. The model is the consortium's approved version unless a
+version is named (client/local_models.py says which is approved and what to warn about
+otherwise), the task's own network with the signed weights, verified again right before
+loading; what it writes is the task's to say (``Task.predict``): the LGE task writes a
+scar segmentation, the scar burden and an overlay.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from client.local_models import PULL_RECORD, load_verified_local_model
+from client.local_models import LocalModel
 from client.model_trust import WEIGHTS_FILE, VerifiedModel
 from cmr.series_folder import SeriesError
 from tasks import get_task
@@ -32,17 +32,16 @@ def load_model(verified: VerifiedModel) -> tuple[Task, torch.nn.Module]:
     return task, model.eval()
 
 
-def predict_series(
-    site_dir: Path, model_name: str, series_dir: Path, out_dir: Path, version: str | None = None, device: str = "auto"
-) -> Prediction:
-    verified = load_verified_local_model(site_dir, model_name, version)
-    task, model = load_model(verified)
-    pulled = verified.folder / PULL_RECORD
-    model_version = json.loads(pulled.read_text())["version"] if pulled.is_file() else verified.folder.name
+def predict_series(chosen: LocalModel, series_dir: Path, out_dir: Path, device: str = "auto") -> Prediction:
+    """``chosen`` (``load_local_model``: verified, approved or not) applied to one series."""
+    task, model = load_model(chosen.verified)
+    approval = chosen.approval if chosen.approved else None
     provenance = {
-        "name": model_name,
-        "version": model_version,
-        "weights_sha256": verified.weights_sha256,
+        "name": chosen.name,
+        "version": chosen.version,
+        "weights_sha256": chosen.verified.weights_sha256,
         "signature": "verified against the site's pinned model-signing key",
+        "approved": chosen.approved,
+        "approval": None if approval is None else {"approved_utc": approval.approved_utc, "by": approval.approved_by},
     }
     return task.predict(model, Path(series_dir), Path(out_dir), pick_device(device), provenance)

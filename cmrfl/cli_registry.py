@@ -2,6 +2,9 @@
 
 Credentials are MLflow's own variables (MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME,
 MLFLOW_TRACKING_PASSWORD) or the options of the same meaning; passwords are never printed.
+The registry speaks HTTPS with a certificate from the consortium CA: admin commands check
+it against --ca-cert (MLflow's MLFLOW_TRACKING_SERVER_CERT_PATH), a site's pull against
+the CA it pinned (SITE_DIR/trust/ca.pem).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ Password = Annotated[
         envvar="MLFLOW_TRACKING_PASSWORD", show_envvar=True, help="Account password (prefer the environment variable)."
     ),
 ]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="MLFLOW_TRACKING_SERVER_CERT_PATH",
+        help="The consortium CA certificate (ca.pem) that issued the registry's TLS certificate.",
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -49,8 +59,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _use_credentials(username: str | None, password: str | None) -> None:
-    """MLflow reads credentials from its environment variables; put the options there."""
+def _use_credentials(username: str | None, password: str | None, ca_cert: Path | None = None) -> None:
+    """MLflow reads credentials (and the CA to check the registry with) from its variables; put the options there."""
+    if ca_cert is not None:
+        if not ca_cert.is_file():
+            fail(f"{ca_cert}: CA certificate not found")
+        os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(ca_cert)
     if username:
         os.environ["MLFLOW_TRACKING_USERNAME"] = username
     if password:
@@ -105,19 +119,29 @@ def serve(
             "(the demo's: OUT/registry/admin-password)."
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="The registry's TLS certificate from the consortium CA (`cmrfl registry issue-cert`)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PKI_DIR/registry/registry.key).")] = None,
 ) -> None:
-    """Run the registry: MLflow tracking server and Model Registry with basic authentication."""
+    """Run the registry: MLflow tracking server and Model Registry with basic authentication, over HTTPS."""
     from server.registry.service import RegistrySettings, server_command
 
-    settings = RegistrySettings(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        backend_store_uri=backend_store_uri,
-        artifacts_destination=artifacts_destination,
-        auth_database_uri=auth_database_uri,
-        admin_username=admin_username,
-    )
+    try:
+        settings = RegistrySettings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            backend_store_uri=backend_store_uri,
+            artifacts_destination=artifacts_destination,
+            auth_database_uri=auth_database_uri,
+            admin_username=admin_username,
+            tls_certificate=tls_cert,
+            tls_key=tls_key,
+        )
+    except ValueError as problem:
+        fail(f"--tls-cert/--tls-key: {problem}")
     admin_password = None
     if admin_password_file is not None:
         try:
@@ -130,13 +154,43 @@ def serve(
         command, environment = server_command(settings, admin_password)
     except ValueError as problem:
         fail(str(problem))
+    if settings.scheme == "http":  # kept for a TLS-terminating proxy in front (deploy/); sites refuse it otherwise
+        errors.print(
+            "[bold yellow]WARNING:[/] plain HTTP: passwords cross the network in the clear and sites refuse to pull "
+            "unless they pass --insecure-http. Serve HTTPS with --tls-cert/--tls-key (`cmrfl registry issue-cert`), "
+            "or put a proxy with a consortium-CA certificate in front.",
+            markup=True,
+            highlight=False,
+        )
     console.print(
-        f"Registry on http://{host}:{port} (admin account: {admin_username}); tracking store "
+        f"Registry on {settings.uri} (admin account: {admin_username}); tracking store "
         f"{settings.resolved_backend_store_uri()}, artifacts {settings.resolved_artifacts_destination()}",
         highlight=False,
     )
     with contextlib.suppress(KeyboardInterrupt):
         raise typer.Exit(subprocess.run(command, env=environment).returncode)
+
+
+@registry_app.command("issue-cert")
+def issue_cert(
+    pki: Annotated[Path, typer.Option(help="The consortium PKI folder (`cmrfl pki init`): its CA signs.")],
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="A name or address sites reach the registry at (repeat; loopback is always included)."),
+    ] = None,
+) -> None:
+    """(Admin) Issue the registry's TLS certificate from the consortium CA: PKI_DIR/registry/registry.pem, .key."""
+    from server.pki import PkiError, issue_registry_certificate
+
+    try:
+        certificate, key = issue_registry_certificate(pki, host or [])
+    except PkiError as problem:
+        fail(str(problem))
+    console.print(
+        f"Wrote {certificate} and {key} (0600). Serve with: cmrfl registry serve --tls-cert {certificate} "
+        f"--tls-key {key}",
+        highlight=False,
+    )
 
 
 @registry_app.command("add-site-user")
@@ -145,6 +199,7 @@ def add_site_user(
     tracking_uri: TrackingUri,
     username: Username = None,
     password: Password = None,
+    ca_cert: CaCert = None,
     site_password: Annotated[
         str | None,
         typer.Option(
@@ -157,7 +212,7 @@ def add_site_user(
         warnings.simplefilter("ignore", DeprecationWarning)
         from server.registry.service import add_site_user as create
 
-    _use_credentials(username, password)
+    _use_credentials(username, password, ca_cert)
     new_password = site_password or secrets.token_urlsafe(18)
     with _registry_errors(tracking_uri):
         create(tracking_uri, name, new_password)
@@ -174,15 +229,16 @@ def register(
     tracking_uri: TrackingUri,
     username: Username = None,
     password: Password = None,
+    ca_cert: CaCert = None,
 ) -> None:
-    """(Admin) Log a run, and register its final model with a model card and a signature (alias candidate)."""
+    """(Admin) Log a run, and register its final model with a model card and signatures (alias candidate)."""
     from mlflow import MlflowClient
 
     from server.registry.card import RunDirError
     from server.registry.registration import register_run
     from server.registry.signing import SigningKeyError
 
-    _use_credentials(username, password)
+    _use_credentials(username, password, ca_cert)
     try:
         with _registry_errors(tracking_uri):
             version = register_run(MlflowClient(tracking_uri), run_dir, name, signing_key)
@@ -199,27 +255,42 @@ def register(
 def promote(
     model: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[str, typer.Argument(help="Version to approve for use at the sites.")],
+    signing_key: Annotated[
+        Path, typer.Option(help="The consortium model-signing key, PKI_DIR/model-signing.key: it signs the approval.")
+    ],
     tracking_uri: TrackingUri,
     username: Username = None,
     password: Password = None,
+    ca_cert: CaCert = None,
 ) -> None:
-    """(Admin) Move the alias `approved` to MODEL VERSION: what sites pull by default."""
+    """(Admin) Sign the approval of MODEL VERSION and move the alias `approved` to it: what sites pull and use."""
     from mlflow import MlflowClient
 
-    from server.registry.registration import promote as move_alias
+    from server.registry.registration import promote as approve
+    from server.registry.signing import RecordError, SigningKeyError
 
-    _use_credentials(username, password)
-    with _registry_errors(tracking_uri):
-        move_alias(MlflowClient(tracking_uri), model, version)
-    console.print(f"{model} version {version} is now [bold]approved[/]")
+    _use_credentials(username, password, ca_cert)
+    approved_by = os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no account)"
+    try:
+        with _registry_errors(tracking_uri):
+            approval = approve(MlflowClient(tracking_uri), model, version, signing_key, approved_by)
+    except (RecordError, SigningKeyError) as problem:
+        fail(str(problem))
+    console.print(
+        f"{model} version {version} is now [bold]approved[/]: approval signed {approval['approved_utc']} "
+        f"by {approved_by}, weights SHA-256 {approval['weights_sha256'][:16]}…",
+        highlight=False,
+    )
 
 
 @registry_app.command("list")
-def list_models(tracking_uri: TrackingUri, username: Username = None, password: Password = None) -> None:
+def list_models(
+    tracking_uri: TrackingUri, username: Username = None, password: Password = None, ca_cert: CaCert = None
+) -> None:
     """Registered models and versions this account may read, with their aliases."""
     from mlflow import MlflowClient
 
-    _use_credentials(username, password)
+    _use_credentials(username, password, ca_cert)
     table = Table(title=f"Models in {tracking_uri}")
     for column in ("model", "version", "aliases", "registered (UTC)", "weights SHA-256"):
         table.add_column(column)
@@ -245,27 +316,37 @@ def list_models(tracking_uri: TrackingUri, username: Username = None, password: 
 def pull(
     model: Annotated[str, typer.Argument(help="MODEL (alias approved), MODEL@ALIAS or MODEL:VERSION.")],
     site_dir: Annotated[
-        Path, typer.Option(help="The site's folder (trust/model-signing.pub; models land in models/).")
+        Path, typer.Option(help="The site's folder (trust/: pinned CA and model-signing key; models land in models/).")
     ],
     tracking_uri: Annotated[
         str | None,
         typer.Option(
             "--tracking-uri",
             envvar="MLFLOW_TRACKING_URI",
-            help="The registry's address (default: the one in SITE_DIR/registry-account.toml).",
+            help="The registry's https:// address (default: the one in SITE_DIR/registry-account.toml).",
         ),
     ] = None,
     username: Username = None,
     password: Password = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Allow a plain http:// registry: the password crosses the network in the clear and nobody checks "
+            "who answers (signatures are still checked).",
+        ),
+    ] = False,
 ) -> None:
-    """Download a model with the site's account; keep it only if its signature verifies.
+    """Download a model with the site's account; keep it only if its signatures verify.
 
-    Without MLflow's credentials (options or variables), the site's own account in
+    The registry's certificate is checked against SITE_DIR/trust/ca.pem. Without MLflow's
+    credentials (options or variables), the site's own account in
     SITE_DIR/registry-account.toml is used.
     """
+    from client.local_models import ModelFolderError
     from client.model_trust import SignatureError
     from client.registry_account import RegistryAccountError, load_registry_account
-    from client.registry_pull import ModelReference, pull_model
+    from client.registry_pull import ModelReference, PullRefused, pull_model
 
     if not site_dir.is_dir():
         fail(f"site folder not found: {site_dir}")
@@ -283,15 +364,28 @@ def pull(
             f"{site_dir / 'registry-account.toml'})"
         )
     _use_credentials(username, password)
+    if insecure_http and tracking_uri.startswith("http:"):
+        errors.print(
+            f"[bold red]WARNING:[/] pulling over plain HTTP from {tracking_uri} (--insecure-http): the site's "
+            "password crosses the network in the clear and nobody checks who answers.",
+            markup=True,
+            highlight=False,
+        )
     try:
         with _registry_errors(tracking_uri):
-            pulled = pull_model(tracking_uri, reference, site_dir)
-    except SignatureError as refused:
+            pulled = pull_model(tracking_uri, reference, site_dir, insecure_http=insecure_http)
+    except (SignatureError, PullRefused, ModelFolderError) as refused:
         fail(f"refused {reference}: {refused}")
+    approval = pulled.approval
     console.print(
-        f"Pulled {pulled.name} version {pulled.version} into [bold]{pulled.folder}[/]: signature verified "
-        f"(signer key SHA-256 {pulled.verified.signer_public_key_sha256[:16]}…); model card: "
-        f"{pulled.folder / 'model-card.md'}",
+        f"Pulled {pulled.name} version {pulled.version} into [bold]{pulled.folder}[/]: signature and release verified "
+        f"(signer key SHA-256 {pulled.verified.signer_public_key_sha256[:16]}…); "
+        + (
+            f"approved by {approval.approved_by} on {approval.approved_utc} (signed). "
+            if approval
+            else "[bold yellow]not approved[/]: `cmrfl predict` warns before it uses it. "
+        )
+        + f"Model card: {pulled.folder / 'model-card.md'}",
         highlight=False,
     )
 
@@ -299,21 +393,34 @@ def pull(
 def predict(
     series_dir: Annotated[Path, typer.Argument(help="Folder holding one DICOM series (e.g. a short-axis LGE stack).")],
     site_dir: Annotated[Path, typer.Option(help="The site's folder (pulled models in models/).")],
-    model: Annotated[str, typer.Option(help="MODEL (latest pulled version) or MODEL:VERSION.")],
+    model: Annotated[str, typer.Option(help="MODEL: its approved version (or MODEL:VERSION, as --version).")],
     out: Annotated[
         Path, typer.Option(help="Folder for what the model's task writes (LGE: segmentation, scar burden, overlay).")
     ],
+    version: Annotated[
+        str | None, typer.Option(help="Use this pulled version instead of the approved one (a warning is printed).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Apply a pulled, verified model to one local DICOM series (its task says what it writes)."""
+    from client.local_models import ModelFolderError, load_local_model
     from client.model_trust import SignatureError
     from client.predict import SeriesError, predict_series
 
-    name, _, version = model.partition(":")
+    name, _, named_version = model.partition(":")
+    if version and named_version and version != named_version:
+        fail(f"--model {model} and --version {version} name different versions")
     try:
-        result = predict_series(site_dir, name, series_dir, out, version or None, device)
+        chosen = load_local_model(site_dir, name, version or named_version or None)
     except SignatureError as refused:
         fail(f"refused {model}: {refused}")
+    except (FileNotFoundError, ModelFolderError) as problem:
+        fail(str(problem))
+    warning = chosen.warning()
+    if warning:
+        errors.print(f"[bold red]WARNING:[/] {warning}.", markup=True, highlight=False)
+    try:
+        result = predict_series(chosen, series_dir, out, device)
     except (SeriesError, FileNotFoundError, NotImplementedError) as problem:
         fail(str(problem))
     for line in result.lines:

@@ -4,7 +4,7 @@ It is the server `cmrfl registry serve` runs (server/registry/service.py), with 
 data in one folder that persists between demos. The admin password is generated on
 first use and kept in that folder, owner-only, never printed. `mlflow server` starts
 uvicorn as a child and does not pass SIGTERM on, so the server gets its own process
-group and the whole group is stopped.
+group and the whole group is stopped. With a certificate and key it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -63,13 +64,16 @@ def free_loopback_port() -> int:
 
 
 @contextlib.contextmanager
-def running_registry(data_dir: Path, password: str, startup_timeout_s: float = 180.0) -> Iterator[str]:
-    """Start the registry on 127.0.0.1 and yield its URI; stop its process group on leaving."""
+def running_registry(
+    data_dir: Path, password: str, tls: tuple[Path, Path] | None = None, startup_timeout_s: float = 180.0
+) -> Iterator[str]:
+    """Start the registry on 127.0.0.1 (HTTPS with ``tls``: certificate, key) and yield its URI; stop it on leaving."""
     from server.registry.service import RegistrySettings, server_command
 
-    settings = RegistrySettings(port=free_loopback_port(), data_dir=data_dir)
+    certificate, key = tls or (None, None)
+    settings = RegistrySettings(port=free_loopback_port(), data_dir=data_dir, tls_certificate=certificate, tls_key=key)
     command, environment = server_command(settings, admin_password=password)
-    uri = f"http://{settings.host}:{settings.port}"
+    uri = settings.uri
     log_path = data_dir / SERVER_LOG
     with log_path.open("a") as log:
         process = subprocess.Popen(
@@ -88,10 +92,16 @@ def running_registry(data_dir: Path, password: str, startup_timeout_s: float = 1
 
 
 def _wait_until_healthy(uri: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    # Only whether our own child answers on loopback: no credentials go with it, so the
+    # certificate is not checked here (every client that sends a password checks it).
+    context = None
+    if uri.startswith("https:"):
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            urllib.request.urlopen(f"{uri}/health", timeout=2, context=context)
             return
         except OSError:
             if process.poll() is not None:

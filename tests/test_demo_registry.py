@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import sys
 import time
@@ -55,7 +56,9 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
     )
     assert result.exit_code == 0, result.output
     registry_dir = out / "registry"
-    assert f"Registered {MODEL} version 1 (alias candidate) in the demo's own registry {registry_dir}" in result.output
+    assert f"Registered {MODEL} version 1 and signed its approval in the demo's own registry {registry_dir}" in (
+        result.output
+    )
     assert registry_processes(registry_dir) == []  # the whole server process group was stopped
 
     password_file = registry_dir / "admin-password"
@@ -72,14 +75,17 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
         account = site_dir / "registry-account.toml"
         assert account.stat().st_mode & 0o777 == 0o600
     pulled = site_dirs[0] / "models" / MODEL / "1"
-    assert sorted(p.name for p in pulled.iterdir()) == sorted([*MODEL_FILES, "pulled.json"])
-    verified = verify_model_folder(pulled, demo_key, expected_model=MODEL)
+    kept = [*MODEL_FILES, "model-release.json", "approval.json", "pulled.json"]  # the approved version, over HTTPS
+    assert sorted(p.name for p in pulled.iterdir()) == sorted(kept)
+    verified = verify_model_folder(pulled, demo_key, expected_model=MODEL, expected_version="1")
     assert json.loads((pulled / "pulled.json").read_text())["pulled_by"] == "site-01"
     assert verified.card["training"]["rounds"] == 1
 
     # The printed commands, as a person would paste them: browse (the registry again), pull, predict.
     serve = printed_command(result.output, "registry serve")
-    uri = f"http://127.0.0.1:{serve[serve.index('--port') + 1]}"
+    uri = f"https://127.0.0.1:{serve[serve.index('--port') + 1]}"
+    demo_ca = out / "pki" / "ca.pem"
+    assert all((site_dir / "trust" / "ca.pem").read_bytes() == demo_ca.read_bytes() for site_dir in site_dirs)
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         serve, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy()
@@ -88,7 +94,7 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
         deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                urllib.request.urlopen(f"{uri}/health", timeout=2, context=ssl.create_default_context(cafile=demo_ca))
                 break
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
@@ -98,8 +104,9 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
             patch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            patch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(demo_ca))
             client = MlflowClient(uri)
-            assert client.get_registered_model(MODEL).aliases == {"candidate": "1"}
+            assert client.get_registered_model(MODEL).aliases == {"candidate": "1", "approved": "1"}
             version = client.get_model_version_by_alias(MODEL, "candidate")
             assert version.run_id is not None
             stored = Path(client.download_artifacts(version.run_id, "registered-model", str(tmp_path / "stored")))
@@ -113,7 +120,7 @@ def test_the_demo_registers_in_its_own_registry_and_its_printed_commands_work(tm
             printed_command(result.output, "registry pull"), env=clean_env, capture_output=True, text=True
         )
         assert pull.returncode == 0, pull.stdout + pull.stderr
-        assert "signature verified" in pull.stdout
+        assert "signature and release verified" in " ".join(pull.stdout.split())
     finally:
         stop_process_group(server)  # as the demo stops its own: the whole group
         log.close()

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -49,10 +50,12 @@ def write_key_pair(pki_dir: Path) -> tuple[Path, Path]:
     return private, public
 
 
-def new_site(root: Path, public_key: Path) -> Path:
-    """A site folder with the consortium key pinned where `cmrfl site init` pins it."""
+def new_site(root: Path, public_key: Path, ca: Path | None = None) -> Path:
+    """A site folder with the consortium keys pinned where `cmrfl site init` pins them."""
     (root / "trust").mkdir(parents=True)
     (root / "trust" / "model-signing.pub").write_bytes(public_key.read_bytes())
+    if ca is not None:
+        (root / "trust" / "ca.pem").write_bytes(ca.read_bytes())
     return root
 
 
@@ -62,14 +65,20 @@ def flip_byte(path: Path, offset: int = 100) -> None:
     path.write_bytes(bytes(data))
 
 
-def account(user: str, password: str, uri: str) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+def account(user: str, password: str, registry: dict) -> dict[str, str]:
+    """MLflow's variables for ``user`` at the test registry, trusting the CA that issued its certificate."""
+    return {
+        "MLFLOW_TRACKING_URI": registry["uri"],
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "MLFLOW_TRACKING_SERVER_CERT_PATH": str(registry["ca"]),
+    }
 
 
 @contextlib.contextmanager
-def as_account(user: str, password: str, uri: str) -> Iterator[None]:
+def as_account(user: str, password: str, registry: dict) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in account(user, password, uri).items():
+        for name, value in account(user, password, registry).items():
             patch.setenv(name, value)
         yield
 
@@ -78,12 +87,25 @@ def as_account(user: str, password: str, uri: str) -> Iterator[None]:
 
 
 def test_server_and_sites_build_the_same_signed_bytes():
+    from client.registry_pull import APPROVAL_TAG as SITE_APPROVAL_TAG
+    from server.registry.registration import APPROVAL_TAG
+
     hashes = ("a" * 64, "b" * 64, "c" * 64)
     assert signing.signed_bytes(*hashes) == model_trust.signed_bytes(*hashes)
     assert signing.SIGNATURE_FORMAT == model_trust.SIGNATURE_FORMAT
     assert (signing.WEIGHTS_FILE, signing.CARD_FILE, signing.CARD_MARKDOWN_FILE, signing.SIGNATURE_FILE) == (
         model_trust.MODEL_FILES
     )
+    record = {"format": signing.RELEASE_FORMAT, "model": "lge-scar", "version": "3", "note": "é"}
+    assert signing.record_bytes(record) == model_trust.record_bytes(record)
+    assert (signing.RELEASE_FILE, signing.RELEASE_FORMAT, signing.APPROVAL_FORMAT, signing.APPROVED_STAGE) == (
+        model_trust.RELEASE_FILE,
+        model_trust.RELEASE_FORMAT,
+        model_trust.APPROVAL_FORMAT,
+        model_trust.APPROVED_STAGE,
+    )
+    assert signing.APPROVAL_FILE == model_trust.APPROVAL_FILE
+    assert APPROVAL_TAG == SITE_APPROVAL_TAG
 
 
 @pytest.fixture
@@ -197,29 +219,33 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """`mlflow server --app-name basic-auth` as `cmrfl registry serve` starts it, on a free port."""
+    """`mlflow server --app-name basic-auth` as `cmrfl registry serve` starts it, over HTTPS on a free port."""
+    from server.pki import init_pki, issue_registry_certificate
     from server.registry.service import RegistrySettings, server_command
 
+    pki = init_pki(tmp_path_factory.mktemp("registry-pki"))
+    certificate, key = issue_registry_certificate(pki.directory, [])
     data_dir = tmp_path_factory.mktemp("registry")
-    settings = RegistrySettings(port=free_port(), data_dir=data_dir)
+    settings = RegistrySettings(port=free_port(), data_dir=data_dir, tls_certificate=certificate, tls_key=key)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
         command, environment = server_command(settings)
     log = (data_dir / "server.log").open("w")
     process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{settings.port}"
+    uri = settings.uri
+    trusting_the_ca = ssl.create_default_context(cafile=pki.ca_cert)
     try:
         deadline = time.monotonic() + 90
         while True:
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                urllib.request.urlopen(f"{uri}/health", timeout=2, context=trusting_the_ca)
                 break
             except OSError as error:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log_tail = (data_dir / "server.log").read_text()[-2000:]
                     raise RuntimeError(f"mlflow server did not start: {log_tail}") from error
                 time.sleep(0.3)
-        yield {"uri": uri, "data_dir": data_dir}
+        yield {"uri": uri, "data_dir": data_dir, "ca": pki.ca_cert}
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -248,9 +274,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def registered(registry: dict, finished_run: Path, pki: tuple[Path, Path]) -> dict:
-    """The run registered by the admin, a site account, and the version promoted to approved."""
-    uri = registry["uri"]
-    admin = account(ADMIN, ADMIN_PASSWORD, uri)
+    """The run registered by the admin, a site account, and the version promoted to approved (signed)."""
+    admin = account(ADMIN, ADMIN_PASSWORD, registry)
     result = runner.invoke(
         app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=admin
     )
@@ -258,16 +283,16 @@ def registered(registry: dict, finished_run: Path, pki: tuple[Path, Path]) -> di
     result = runner.invoke(app, ["registry", "add-site-user", SITE], env=admin | {"CMRFL_SITE_PASSWORD": SITE_PASSWORD})
     assert result.exit_code == 0, result.output
     assert SITE_PASSWORD not in result.output
-    result = runner.invoke(app, ["registry", "promote", MODEL, "1"], env=admin)
+    result = runner.invoke(app, ["registry", "promote", MODEL, "1", "--signing-key", str(pki[0])], env=admin)
     assert result.exit_code == 0, result.output
-    return {"uri": uri, "version": "1"}
+    return {**registry, "version": "1"}
 
 
 @pytest.mark.slow
 def test_a_run_registers_a_candidate_version_with_card_and_signature(registered: dict, finished_run: Path, pki):
     from mlflow import MlflowClient
 
-    with as_account(ADMIN, ADMIN_PASSWORD, registered["uri"]):
+    with as_account(ADMIN, ADMIN_PASSWORD, registered):
         client = MlflowClient(registered["uri"])
         model = client.get_registered_model(MODEL)
         assert model.aliases == {"candidate": "1", "approved": "1"}
@@ -284,8 +309,9 @@ def test_a_run_registers_a_candidate_version_with_card_and_signature(registered:
         for e in json.loads((finished_run / "summary.json").read_text())["rounds_detail"]
     ]
     assert {"summary.json", "metrics.csv", "dice_per_round.png", "fairness-audit.html", "registered-model"} <= artifacts
-    verified = verify_model_folder(folder, public_key(pki[1]), expected_model=MODEL)
+    verified = verify_model_folder(folder, public_key(pki[1]), expected_model=MODEL, expected_version="1")
     assert verified.weights_sha256 == signing.file_sha256(finished_run / "final_model.pt")
+    assert verified.release is not None and verified.release["weights_sha256"] == verified.weights_sha256
     card = verified.card
     assert card["task"]["name"] == "lge" and card["training"]["rounds"] == 2
     assert [s["site"] for s in card["training"]["sites"]] == ["site-01", "site-02", "site-03"]
@@ -299,18 +325,20 @@ def test_a_run_registers_a_candidate_version_with_card_and_signature(registered:
 
 @pytest.mark.slow
 def test_a_site_account_pulls_and_verifies_the_approved_version(registered: dict, pki, tmp_path: Path):
-    site_dir = new_site(tmp_path / "site", pki[1])
+    site_dir = new_site(tmp_path / "site", pki[1], registered["ca"])
     result = runner.invoke(
         app,
         ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+        env=account(SITE, SITE_PASSWORD, registered),
     )
     assert result.exit_code == 0, result.output
-    assert "signature verified" in result.output
+    assert "signature and release verified" in " ".join(result.output.split())
     kept = site_dir / "models" / MODEL / "1"
-    assert sorted(p.name for p in kept.iterdir()) == sorted([*model_trust.MODEL_FILES, "pulled.json"])
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        [*model_trust.MODEL_FILES, "model-release.json", "approval.json", "pulled.json"]
+    )
     assert json.loads((kept / "pulled.json").read_text())["pulled_by"] == SITE
-    listing = runner.invoke(app, ["registry", "list"], env=account(SITE, SITE_PASSWORD, registered["uri"]))
+    listing = runner.invoke(app, ["registry", "list"], env=account(SITE, SITE_PASSWORD, registered))
     assert listing.exit_code == 0 and "approved" in listing.output and MODEL in listing.output
 
 
@@ -323,11 +351,11 @@ def test_a_version_altered_in_the_registry_store_is_refused(
     original = stored.read_bytes()
     flip_byte(stored)
     try:
-        site_dir = new_site(tmp_path / "site", pki[1])
+        site_dir = new_site(tmp_path / "site", pki[1], registered["ca"])
         result = runner.invoke(
             app,
             ["registry", "pull", f"{MODEL}:1", "--site-dir", str(site_dir)],
-            env=account(SITE, SITE_PASSWORD, registered["uri"]),
+            env=account(SITE, SITE_PASSWORD, registered),
         )
     finally:
         stored.write_bytes(original)
@@ -339,11 +367,11 @@ def test_a_version_altered_in_the_registry_store_is_refused(
 
 @pytest.mark.slow
 def test_wrong_credentials_are_refused(registered: dict, pki, tmp_path: Path):
-    site_dir = new_site(tmp_path / "site", pki[1])
+    site_dir = new_site(tmp_path / "site", pki[1], registered["ca"])
     result = runner.invoke(
         app,
         ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-        env=account(SITE, "not-the-password", registered["uri"]),
+        env=account(SITE, "not-the-password", registered),
     )
     assert result.exit_code != 0
     assert "refused the credentials of site-01 (HTTP 401" in result.output
@@ -351,18 +379,18 @@ def test_wrong_credentials_are_refused(registered: dict, pki, tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_site_account_cannot_register_or_promote(registered: dict, finished_run: Path, pki):
-    site = account(SITE, SITE_PASSWORD, registered["uri"])
+    site = account(SITE, SITE_PASSWORD, registered)
     register = runner.invoke(
         app, ["registry", "register", str(finished_run), "--name", MODEL, "--signing-key", str(pki[0])], env=site
     )
-    promote = runner.invoke(app, ["registry", "promote", MODEL, "1"], env=site)
+    promote = runner.invoke(app, ["registry", "promote", MODEL, "1", "--signing-key", str(pki[0])], env=site)
     for result in (register, promote):
         assert result.exit_code != 0
         assert "account site-01 is not allowed to do this (HTTP 403" in result.output
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    with as_account(SITE, SITE_PASSWORD, registered["uri"]):
+    with as_account(SITE, SITE_PASSWORD, registered):
         with pytest.raises(MlflowException, match="403"):
             MlflowClient(registered["uri"]).create_registered_model("site-made-model")
         assert [m.name for m in MlflowClient(registered["uri"]).search_registered_models()] == [MODEL]
@@ -375,14 +403,14 @@ def test_predict_segments_a_phantom_series_with_the_pulled_model(
 ):
     from cmr.dicom_series import scan_dicom_folder
 
-    site_dir = new_site(tmp_path / "site", pki[1])
+    site_dir = new_site(tmp_path / "site", pki[1], registered["ca"])
     pulled = runner.invoke(
         app,
         ["registry", "pull", MODEL, "--site-dir", str(site_dir)],
-        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+        env=account(SITE, SITE_PASSWORD, registered),
     )
     assert pulled.exit_code == 0, pulled.output
-    series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*"))[0]
+    series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*_LGE_SAX"))[0]  # the exam's LGE stack
     out = tmp_path / "prediction"
     result = runner.invoke(
         app, ["predict", "--site-dir", str(site_dir), "--model", MODEL, str(series_dir), "--out", str(out)]
@@ -417,7 +445,7 @@ def test_the_demo_signs_its_model_and_registers_it_when_asked(registered: dict, 
     result = runner.invoke(
         app,
         ["demo", "--sites", "3", "--cases-per-site", "8", "--rounds", "1", "--out", str(out), "--register"],
-        env=account(ADMIN, ADMIN_PASSWORD, registered["uri"]),
+        env=account(ADMIN, ADMIN_PASSWORD, registered),
     )
     assert result.exit_code == 0, result.output
     assert "Registered lge-scar version 2 (alias candidate)" in result.output
@@ -425,10 +453,11 @@ def test_the_demo_signs_its_model_and_registers_it_when_asked(registered: dict, 
     verify_model_folder(out / "run", public_key(demo_key), expected_model=MODEL)  # signed in place
     site_dir = out / "sites" / "site-02"
     assert (site_dir / "trust" / "model-signing.pub").read_bytes() == demo_key.read_bytes()
+    (site_dir / "trust" / "ca.pem").write_bytes(registered["ca"].read_bytes())  # as `cmrfl site init --ca` would
     pulled = runner.invoke(
         app,
         ["registry", "pull", f"{MODEL}@candidate", "--site-dir", str(site_dir)],
-        env=account(SITE, SITE_PASSWORD, registered["uri"]),
+        env=account(SITE, SITE_PASSWORD, registered),
     )
     assert pulled.exit_code == 0, pulled.output
     card = json.loads((site_dir / "models" / MODEL / "2" / "model-card.json").read_text())

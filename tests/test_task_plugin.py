@@ -165,7 +165,7 @@ def test_a_task_defined_in_a_test_file_runs_two_federated_rounds_with_audit_outp
     from cmrfl.cli import app
     from cmrfl.demo_registry import sign_demo_model
     from cmrfl.simulation import run_simulated_federation
-    from server.registry.model_files import write_signed_model
+    from server.registry.model_files import write_released_model
 
     sites = []
     for site_dir in ingested_sites:
@@ -214,7 +214,7 @@ def test_a_task_defined_in_a_test_file_runs_two_federated_rounds_with_audit_outp
         "Dice heart" in (run_dir / "model-card.md").read_text()
         or "dice heart" in (run_dir / "model-card.md").read_text()
     )
-    write_signed_model(run_dir, NAME, key, site_dir / "models" / NAME / "1")
+    write_released_model(run_dir, NAME, "1", key, site_dir / "models" / NAME / "1", approved_by="consortium")
     series_dir = sorted((small_consortium / "site-01" / "dicom").glob("*/*_LGE_SAX"))[0]  # the exam's LGE stack
     out = tmp_path / "prediction"
     result = CliRunner().invoke(

@@ -6,12 +6,17 @@ MLflow reads the first admin's password from ``MLFLOW_AUTH_ADMIN_PASSWORD``).
 Default permission is none and workspaces are on (everything lives in MLflow's
 ``default`` workspace), so a site account sees exactly what it is granted, READ on
 registered models (``add_site_user``), and cannot create experiments, runs or models.
+
+With a certificate and key (``cmrfl registry issue-cert`` makes them from the consortium
+CA) the server speaks HTTPS itself, through uvicorn's TLS options; sites check that
+certificate against the CA they pinned and refuse plain HTTP unless told otherwise.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +24,7 @@ from pathlib import Path
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own variable, read once by its auth app
 SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"  # signs MLflow's CSRF tokens; must survive restarts
 SITE_PERMISSION = "READ"
+GRACEFUL_SHUTDOWN_S = 3
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,23 @@ class RegistrySettings:
     auth_database_uri: str | None = None  # default: SQLite in data_dir; or postgresql://…
     admin_username: str = "admin"
     workers: int = 1
+    tls_certificate: Path | None = None  # PEM, issued by the consortium CA; None: plain HTTP
+    tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both the registry's certificate and its key")
+        for path in (self.tls_certificate, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{path}: not found (`cmrfl registry issue-cert --pki PKI_DIR` makes it)")
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls_certificate is None else "https"
+
+    @property
+    def uri(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def resolved_backend_store_uri(self) -> str:
         return self.backend_store_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
@@ -102,6 +125,12 @@ def server_command(settings: RegistrySettings, admin_password: str | None = None
         # grant, which site accounts never get; without it any account could create its own.
         "--enable-workspaces",
     ]
+    # uvicorn waits for idle TLS keep-alive connections on SIGTERM unless bounded.
+    uvicorn = ["--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_S)]
+    if settings.tls_certificate is not None and settings.tls_key is not None:
+        uvicorn += ["--ssl-certfile", str(Path(settings.tls_certificate).resolve())]
+        uvicorn += ["--ssl-keyfile", str(Path(settings.tls_key).resolve())]
+    command += ["--uvicorn-opts", shlex.join(uvicorn)]  # MLflow splits them with shlex
     environment = {
         **os.environ,
         ADMIN_PASSWORD_ENV: admin_password,
