@@ -194,6 +194,20 @@ def check_private_key(federation: SiteFederation) -> CheckResult:
     return CheckResult("SuperNode key", OK, f"{path} (mode {mode:o}, EC {key.curve.name})")
 
 
+def _pinned_ed25519_key(name: str, path: Path, consortium_file: str, why: str) -> CheckResult:
+    """A pinned consortium public key: present and Ed25519."""
+    if not path.is_file():
+        return CheckResult(name, PROBLEM, f"{path}: missing", f"copy the consortium's {consortium_file} there; {why}")
+    try:
+        ok = isinstance(serialization.load_pem_public_key(path.read_bytes()), ed25519.Ed25519PublicKey)
+    except ValueError:
+        ok = False
+    if ok:
+        return CheckResult(name, OK, f"{path} (Ed25519)")
+    problem = f"{path}: not an Ed25519 PEM public key"
+    return CheckResult(name, PROBLEM, problem, f"copy the consortium's {consortium_file} there")
+
+
 def check_pinned_trust(federation: SiteFederation) -> list[CheckResult]:
     results = []
     try:
@@ -215,32 +229,16 @@ def check_pinned_trust(federation: SiteFederation) -> list[CheckResult]:
                 "copy the consortium's ca.pem there (cmrfl site init --ca)",
             )
         )
-    path = federation.model_signing_key
-    if not path.is_file():
-        results.append(
-            CheckResult(
-                "model-signing key",
-                PROBLEM,
-                f"{path}: missing",
-                "copy the consortium's model-signing.pub there, so released models can be verified",
-            )
+    results.append(
+        _pinned_ed25519_key(
+            "model-signing key", federation.model_signing_key, "model-signing.pub", "so released models can be verified"
         )
-    else:
-        try:
-            key = serialization.load_pem_public_key(path.read_bytes())
-            ok = isinstance(key, ed25519.Ed25519PublicKey)
-        except ValueError:
-            ok = False
-        results.append(
-            CheckResult("model-signing key", OK, f"{path} (Ed25519)")
-            if ok
-            else CheckResult(
-                "model-signing key",
-                PROBLEM,
-                f"{path}: not an Ed25519 PEM public key",
-                "copy the consortium's model-signing.pub there",
-            )
+    )
+    results.append(
+        _pinned_ed25519_key(
+            "admin key", federation.admin_public_key, "admin.pub", "without it 'cmrfl site join' refuses to start"
         )
+    )
     return results
 
 

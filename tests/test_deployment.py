@@ -185,13 +185,16 @@ def test_site_check_reports_each_problem_with_what_to_do(ingested_sites: list[Pa
     site_dir = _init_site_copy(ingested_sites[0], tmp_path / "hospital-d", pki_dir, "127.0.0.1:1")
     (site_dir / "keys" / "supernode.key").chmod(0o644)
     (site_dir / "trust" / "model-signing.pub").unlink()
+    (site_dir / "trust" / "admin.pub").write_text("not a key\n")
     results = {r.name: r for r in run_site_checks(site_dir)}
     assert has_problems(list(results.values()))
     assert results["SuperNode key"].status == PROBLEM and "chmod 600" in results["SuperNode key"].fix
     assert results["model-signing key"].status == PROBLEM and "missing" in results["model-signing key"].detail
+    assert results["admin key"].status == PROBLEM and "not an Ed25519 PEM public key" in results["admin key"].detail
     assert results["SuperLink"].status == PROBLEM and "does not answer" in results["SuperLink"].detail
     assert results["case store"].status == OK and "24 cases, 8 with reference masks" in results["case store"].detail
-    assert results["cases by series kind"].detail == "lge-stack 8 (task lge)"  # what each task can learn from
+    # what each task can learn from: the LGE stacks and the MOLLI series of the same exams
+    assert results["cases by series kind"].detail == "lge-stack 8 (task lge), molli-t1 16 (task mapping)"
     assert "female" in results["cases by sex"].detail or "male" in results["cases by sex"].detail
     assert {results[p].status for p in ("flwr", "torch", "monai", "opacus", "pydicom", "python")} == {OK}
 
