@@ -34,8 +34,11 @@ from typing import Protocol
 class RegisteredNode(Protocol):
     """What the server reads of Flower's ``NodeInfo`` (``grid.get_nodes()``)."""
 
-    node_id: int
-    name: str
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass

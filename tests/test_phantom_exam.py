@@ -176,8 +176,9 @@ def test_mapping_series_carry_times_scanner_maps_and_reference_labels(exams):
                 row = by_uid[molli.series_instance_uid]
                 assert row["contrast"] == molli.contrast and 0.3 < float(row["haematocrit"]) < 0.55
                 labels = out / site.site_id / "labels"
-                mask = np.asarray(nib.load(labels / f"{molli.series_instance_uid}.nii.gz").dataobj)[:, :, 0].T
-                reference = np.asarray(nib.load(labels / f"{molli.series_instance_uid}_t1.nii.gz").dataobj)[:, :, 0].T
+                mask = np.asarray(nib.nifti1.load(labels / f"{molli.series_instance_uid}.nii.gz").dataobj)[:, :, 0].T
+                reference_file = labels / f"{molli.series_instance_uid}_t1.nii.gz"
+                reference = np.asarray(nib.nifti1.load(reference_file).dataobj)[:, :, 0].T
                 assert mask.shape == reference.shape == (headers[0].Rows, headers[0].Columns)
                 scanner_map = pydicom.dcmread(next((out / maps[molli.contrast].dicom_dir).glob("*.dcm")))
                 assert "DERIVED" in scanner_map.ImageType and "InversionTime" not in scanner_map

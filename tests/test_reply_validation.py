@@ -50,7 +50,7 @@ BASE = {
 
 def set_metric(key: str, value: float) -> Callable[[RecordDict], None]:
     def act(content: RecordDict) -> None:
-        content["metrics"][key] = value
+        content.metric_records["metrics"][key] = value
 
     return act
 
@@ -78,7 +78,7 @@ def name_site(record: ConfigRecord) -> Callable[[RecordDict], None]:
 
 def change_weights(change: Callable[[np.ndarray], np.ndarray]) -> Callable[[RecordDict], None]:
     def act(content: RecordDict) -> None:
-        arrays = content["arrays"]
+        arrays = content.array_records["arrays"]
         content["arrays"] = ArrayRecord({name: Array(change(array.numpy())) for name, array in arrays.items()})
 
     return act
@@ -92,8 +92,9 @@ def with_nan(values: np.ndarray) -> np.ndarray:
 
 def impersonate_site_00(content: RecordDict) -> None:
     content["site"] = ConfigRecord({"site-id": "toy-00"})
-    if "loss-sum" in content["metrics"]:  # its evaluation, with other figures than toy-00's own
-        content["metrics"]["loss-sum"] = 0.9 * float(content["metrics"]["num-examples"])
+    metrics = content.metric_records["metrics"]
+    if "loss-sum" in metrics:  # its evaluation, with other figures than toy-00's own
+        metrics["loss-sum"] = 0.9 * float(cast(float, metrics["num-examples"]))
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run | str]:
     """Every scenario, and an honest run, through the real ServerApp in one simulation of three toy sites."""
     root = tmp_path_factory.mktemp("hostile-runs")
     results: dict[str, Run | str] = {}
-    scenarios = {"honest": {}, OVERFLOW: {}} | {name: m.run_config or {} for name, m in MISBEHAVIOURS.items()}
+    scenarios: dict[str, dict] = {"honest": {}, OVERFLOW: {}}
+    scenarios |= {name: m.run_config or {} for name, m in MISBEHAVIOURS.items()}
 
     def server_main(grid: Grid, context: Context) -> None:
         for name, overrides in scenarios.items():
@@ -337,7 +339,7 @@ TRAIN = train_reply_form(MODEL, MODEL, adaptive_clipping=False)
 
 def train_reply(num_examples: float = 12, arrays: ArrayRecord = MODEL) -> RecordDict:
     content = TrainReply("site-01", 12, 0.3, 1.0, 12.0, privacy_metrics(None)).to_record(arrays)
-    content["metrics"]["num-examples"] = num_examples
+    content.metric_records["metrics"]["num-examples"] = num_examples
     return content
 
 
